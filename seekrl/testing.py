@@ -1,0 +1,257 @@
+"""Tiny offline models for tests and the quickstart.
+
+No model hub is reachable here, so seekrl builds its own: a byte-level BPE tokenizer trained locally with
+`tokenizers` (Qwen-style chat template, `<|im_start|>` / `<|im_end|>`), a tiny `Qwen2ForCausalLM` and a tiny
+`Qwen2_5_VLForConditionalGeneration` with its processor (`Qwen2VLImageProcessorPil`, so no torchvision).
+Everything is written with `save_pretrained` and must be loaded back through `AutoTokenizer`,
+`AutoModelForCausalLM`, `AutoModelForImageTextToText` and `AutoProcessor` (see `seekrl.models`): the same
+code path a real checkpoint takes. Builds are deterministic for a seed and take a few seconds; `tiny_model_dir` caches them.
+
+>>> from seekrl.testing import tiny_model_dir
+>>> from transformers import AutoTokenizer
+>>> tok = AutoTokenizer.from_pretrained(tiny_model_dir("text"))
+>>> tok.decode(tok("<search>Paris</search>")["input_ids"])
+'<search>Paris</search>'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+# Special tokens of the Qwen2 / Qwen2.5-VL families, in their order there.
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+# Qwen2.5 chat template, reduced: string content, or a list of {"type": "text"|"image"} parts for VLMs.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' or 'image' in part -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
+)
+
+# Text the tokenizer is trained on: the agents' tags and some plain English, so that prompts and actions
+# tokenize into a sensible number of pieces. Content does not matter beyond that.
+_TRAINING_TEXT = """
+<think> I need to find out who wrote the novel. </think> <search> author of the novel </search>
+<information> Doc 1(Title: Example) The capital of France is Paris. Doc 2(Title: Another) text </information>
+<answer> Paris </answer> <assessment> yes </assessment> <assessment> no </assessment>
+<glance></glance> <gaze>[120, 340, 560, 780]</gaze> 0 1 2 3 4 5 6 7 8 9 10 100 1000
+Answer the given question. You must conduct reasoning inside <think> and </think> first every time you get
+new information. After reasoning, if you find you lack some knowledge, you can call a search engine by
+<search> query </search> and it will return the top searched results between <information> and
+</information>. You can search as many times as your want. If you find no further external knowledge
+needed, you can directly provide the answer inside <answer> and </answer>, without detailed illustrations.
+For example, <answer> Beijing </answer>. Question: who was the first president of the united states?
+Which city is the capital of Germany? When did the war end? What is the name of the river that flows through
+the city? How many people live in the country? Where was the famous scientist born? What year was it founded?
+The quick brown fox jumps over the lazy dog. A man, a plan, a canal: Panama. Röntgen discovered X-rays.
+system user assistant You are a helpful assistant. Look at the image and answer the question.
+"""
+
+
+def train_tokenizer(vocab_size: int = 512):
+    """Train a byte-level BPE tokenizer with Qwen's pre-tokenizer, special tokens and chat template.
+
+    Returns a `transformers.Qwen2Tokenizer` (the class real Qwen checkpoints load as) with pad =
+    `<|endoftext|>`, eos = `<|im_end|>` and left padding (what batched generation needs). The normaliser and
+    pre-tokenizer are taken from `Qwen2Tokenizer` itself, so the saved files load back to the same ids.
+    Deterministic: the same text always gives the same merges.
+    """
+    import json
+
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    reference = Qwen2Tokenizer().backend_tokenizer
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = reference.normalizer
+    bpe.pre_tokenizer = reference.pre_tokenizer
+    bpe.decoder = reference.decoder
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator([line for line in _TRAINING_TEXT.splitlines() if line], trainer=trainer)
+    trained = json.loads(bpe.to_str())["model"]
+    tok = Qwen2Tokenizer(
+        vocab=trained["vocab"],
+        merges=[tuple(m) for m in trained["merges"]],
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=4096,
+        extra_special_tokens={
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "vision_start_token": "<|vision_start|>",
+            "vision_end_token": "<|vision_end|>",
+        },
+    )
+    # Already in the vocabulary (same ids); registering them keeps them from being split.
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS], special_tokens=True)
+    return tok
+
+
+def tiny_qwen2_config(vocab_size: int, **overrides):
+    """A Qwen2 config small enough to train on a CPU in seconds (about 0.1 M parameters)."""
+    from transformers import Qwen2Config
+
+    kwargs = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+    )
+    kwargs.update(overrides)
+    return Qwen2Config(**kwargs)
+
+
+def build_tiny_text_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a tokenizer and a randomly initialised tiny `Qwen2ForCausalLM` to `out_dir`."""
+    import torch
+    from transformers import GenerationConfig, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    tok = train_tokenizer()
+    config = tiny_qwen2_config(
+        len(tok),
+        bos_token_id=None,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def build_tiny_vl_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a processor and a randomly initialised tiny `Qwen2_5_VLForConditionalGeneration` to `out_dir`.
+
+    The vision tower has 2 blocks of width 32 over 14-pixel patches merged 2x2, so a 56x56 image costs
+    4 image tokens; image resolution is bounded by the processor's min/max pixels.
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessorPil,
+    )
+
+    from seekrl.models import image_only_processor
+
+    out = Path(out_dir)
+    tok = train_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    hidden, heads = 64, 4
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=hidden,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=heads,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            # M-RoPE splits the rotary half-dimension (head_dim / 2 = 8) over time, height and width.
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=None,
+        ),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            out_hidden_size=hidden,
+            fullatt_block_indexes=[1],
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=14,
+        merge_size=2,
+        temporal_patch_size=2,
+        # 56x56 .. 224x224 pixels: 4 .. 64 image tokens per image.
+        size={"shortest_edge": 56 * 56, "longest_edge": 224 * 224},
+    )
+    processor = image_only_processor(Qwen2_5_VLProcessor, image_processor, tok, CHAT_TEMPLATE)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+_BUILDERS = {"text": build_tiny_text_model, "vl": build_tiny_vl_model}
+
+
+def _source_hash() -> str:
+    """Hash of this file, so that a cached model is rebuilt whenever the recipe for it changes."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+
+
+def tiny_model_dir(kind: str = "text", cache_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """Return a directory holding the tiny model of `kind` ("text" or "vl"), building it on first use.
+
+    The cache lives in `cache_dir`, else `$SEEKRL_CACHE/tiny`, else `~/.cache/seekrl/tiny`, keyed by the kind,
+    the seed and a hash of this file. A build goes to a temporary directory that is renamed into place, so
+    concurrent test workers never see half a model.
+    """
+    if kind not in _BUILDERS:
+        raise ValueError(f"unknown tiny model kind {kind!r}; choose one of {sorted(_BUILDERS)}")
+    root = Path(cache_dir or os.environ.get("SEEKRL_CACHE", Path.home() / ".cache" / "seekrl")) / "tiny"
+    target = root / f"{kind}-seed{seed}-{_source_hash()}"
+    if (target / "config.json").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{target.name}.{os.getpid()}.tmp"
+    _BUILDERS[kind](tmp, seed=seed)
+    (tmp / "seekrl_tiny.json").write_text(json.dumps({"kind": kind, "seed": seed}))
+    try:
+        tmp.rename(target)
+    except OSError:
+        # Another process finished the same build first; theirs is identical.
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
