@@ -96,8 +96,8 @@ class DataSection:
 
     train: list[DatasetSpec] = _f([], "Training datasets, concatenated in order.")
     eval: list[DatasetSpec] = _f([], "Evaluation datasets, each reported separately.")
-    max_answer_chars: int = _f(
-        80, "Gold answers longer than this are dropped (NQ long-answer passages), with a logged count."
+    max_answer_chars: int | None = _f(
+        80, "Natural Questions gold answers longer than this are dropped (long-answer passages), with a logged count."
     )
     shuffle_seed: int = _f(0, "Seed for shuffling the training set.")
 
@@ -115,6 +115,7 @@ class EnvSection:
     topk: int = _f(3, "Passages returned per search.")
     timeout_s: float = _f(10.0, "Per-request timeout for the HTTP client.")
     max_retries: int = _f(3, "Retries (with exponential backoff) before a search becomes a tool failure.")
+    retry_backoff_s: float = _f(0.5, "Delay before the first retry; it doubles on each further retry (max 8 s).")
 
 
 @dataclass

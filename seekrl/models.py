@@ -19,11 +19,24 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+TINY_MODELS = {"seekrl-tiny-text": "text", "seekrl-tiny-vl": "vl"}
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> str:
+    """A Hub id or directory as given; `seekrl-tiny-text` / `seekrl-tiny-vl` become the tiny offline models."""
+    name = str(name_or_path)
+    if name in TINY_MODELS:
+        from seekrl.testing import tiny_model_dir
+
+        return str(tiny_model_dir(TINY_MODELS[name]))
+    return name
+
+
 def is_vision_language(name_or_path: str | os.PathLike) -> bool:
     """True when the checkpoint's config has a vision tower (a VLM such as Qwen2.5-VL)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(name_or_path)
+    config = AutoConfig.from_pretrained(resolve_model_path(name_or_path))
     return getattr(config, "vision_config", None) is not None
 
 
@@ -31,15 +44,16 @@ def load_model(name_or_path: str | os.PathLike, dtype: str = "auto", **kwargs):
     """Load a causal LM or a VLM for generation/training, choosing the Auto class from its config."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    auto = AutoModelForImageTextToText if is_vision_language(name_or_path) else AutoModelForCausalLM
-    return auto.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+    path = resolve_model_path(name_or_path)
+    auto = AutoModelForImageTextToText if is_vision_language(path) else AutoModelForCausalLM
+    return auto.from_pretrained(path, dtype=dtype, **kwargs)
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, **kwargs):
     """`AutoTokenizer` with left padding (batched generation needs it) and a pad token."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), **kwargs)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -94,6 +108,7 @@ def load_processor(name_or_path: str | os.PathLike, **kwargs):
     import transformers
     from transformers import AutoImageProcessor, AutoProcessor
 
+    name_or_path = resolve_model_path(name_or_path)
     try:
         return AutoProcessor.from_pretrained(name_or_path, **kwargs)
     except ImportError as err:
