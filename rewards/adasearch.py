@@ -65,7 +65,7 @@ def aware_confusion(decisions: Sequence[str | None], labels: Sequence[str | None
     if len(decisions) != len(labels):
         raise ValueError(f"{len(decisions)} decisions for {len(labels)} labels; pass one decision per question")
     counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
-    for decision, label in zip(decisions, labels):
+    for decision, label in zip(decisions, labels, strict=True):
         if decision is not None and decision not in _DECISIONS:
             raise ValueError(f'a decision must be "yes", "no" or None (no assessment), got {decision!r}')
         if label is None:

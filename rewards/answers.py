@@ -51,9 +51,7 @@ def completion_text(completion: str | list[dict]) -> str:
     if isinstance(completion, str):
         return completion
     if not isinstance(completion, list):
-        raise TypeError(
-            f"a completion must be a string or a list of chat messages, got {type(completion).__name__}"
-        )
+        raise TypeError(f"a completion must be a string or a list of chat messages, got {type(completion).__name__}")
     pieces = []
     for message in completion:
         if not isinstance(message, dict):

@@ -37,7 +37,13 @@ _TAGS = {
 _TAG_PATTERNS = {p: re.compile(r"<(/?)(" + "|".join(tags) + r")>") for p, tags in _TAGS.items()}
 # One letter per block so that the order of a whole trajectory is checked by one regular expression.
 _LETTER = {
-    "think": "T", "search": "S", "information": "I", "answer": "A", "assessment": "D", "glance": "G", "gaze": "Z"
+    "think": "T",
+    "search": "S",
+    "information": "I",
+    "answer": "A",
+    "assessment": "D",
+    "glance": "G",
+    "gaze": "Z",
 }
 _TRAILING_END_MARKERS = re.compile(r"(?:\s|<\|im_end\|>|<\|endoftext\|>|</s>|<\|eot_id\|>)+\Z")
 _NUMBER = r"\s*(\d+(?:\.\d+)?)\s*"

@@ -170,7 +170,7 @@ def judge_reward(
 
     out: list[float | None] = [None] * n
     pending: dict[tuple, list[int]] = {}
-    for i, (completion, gold, question) in enumerate(zip(completions, golds, questions)):
+    for i, (completion, gold, question) in enumerate(zip(completions, golds, questions, strict=True)):
         if gold is None:
             continue
         answer = extract_answer(completion)

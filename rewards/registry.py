@@ -126,7 +126,7 @@ def build_reward_funcs(specs: Sequence[Any]) -> tuple[list[Callable], list[float
         raise ValueError(f"rewards: the recipe lists no reward; add at least one of {', '.join(REWARD_FUNCS)}")
     fields = [_fields(spec, i) for i, spec in enumerate(specs)]
     funcs = []
-    for i, ((name, _, args), display) in enumerate(zip(fields, _display_names(fields))):
+    for i, ((name, _, args), display) in enumerate(zip(fields, _display_names(fields), strict=True)):
         try:
             funcs.append(bind_reward(name, args, display))
         except ValueError as err:

@@ -49,8 +49,7 @@ def column_values(kwargs: dict, names: Sequence[str], n: int, reward: str, what:
             return values
     columns = sorted(k for k in kwargs if k not in _TRL_KWARGS)
     raise ValueError(
-        f"{reward} needs a {names[0]!r} column ({what}) in the dataset or the rollout fields; "
-        f"got columns {columns}"
+        f"{reward} needs a {names[0]!r} column ({what}) in the dataset or the rollout fields; got columns {columns}"
     )
 
 
@@ -74,7 +73,7 @@ def _accuracy(completions: list, kwargs: dict, metric: str, reward: str) -> list
     score = ACCURACY_METRICS[metric]
     golds = gold_lists(kwargs, len(completions), reward)
     out: list[float | None] = []
-    for completion, gold in zip(completions, golds):
+    for completion, gold in zip(completions, golds, strict=True):
         if gold is None:
             out.append(None)
             continue
@@ -87,7 +86,7 @@ def _num_searches(completions: list, kwargs: dict, reward: str) -> list[int]:
     if "num_searches" not in kwargs:
         return [count_searches(c) for c in completions]
     values = column_values(kwargs, ("num_searches",), len(completions), reward, "tool calls per rollout")
-    return [count_searches(c) if v is None else int(v) for c, v in zip(completions, values)]
+    return [count_searches(c) if v is None else int(v) for c, v in zip(completions, values, strict=True)]
 
 
 def _check_accuracy(metric: str) -> None:
@@ -161,7 +160,7 @@ def decision_reward(completions: list, **kwargs) -> list[float | None]:
     else:
         decisions = [extract_assessment(c) for c in completions]
     out: list[float | None] = []
-    for decision, label in zip(decisions, labels):
+    for decision, label in zip(decisions, labels, strict=True):
         if label is None:
             out.append(None)
         elif label not in ("yes", "no"):
@@ -200,7 +199,7 @@ def search_penalty_reward(
     searches = _num_searches(completions, kwargs, "search_penalty_reward")
     fmt = format_reward(completions, protocol=protocol, require_think=require_think)
     out: list[float | None] = []
-    for a, s, f in zip(acc, searches, fmt):
+    for a, s, f in zip(acc, searches, fmt, strict=True):
         if a is None:
             out.append(None)
             continue
@@ -237,7 +236,7 @@ def knowledge_bonus_reward(
     searches = _num_searches(completions, kwargs, "knowledge_bonus_reward")
     fmt = format_reward(completions, protocol=protocol, require_think=require_think)
     out: list[float | None] = []
-    for a, s, f in zip(acc, searches, fmt):
+    for a, s, f in zip(acc, searches, fmt, strict=True):
         if a is None:
             out.append(None)
         elif f == 0.0:
@@ -271,5 +270,4 @@ def gog_reward(
     _check_weight("format_weight", format_weight)
     acc = _accuracy(completions, kwargs, accuracy, "gog_reward")
     fmt = format_reward(completions, protocol="gog", require_think=require_think)
-    return [None if a is None else (1.0 - format_weight) * a + format_weight * f for a, f in zip(acc, fmt)]
-
+    return [None if a is None else (1.0 - format_weight) * a + format_weight * f for a, f in zip(acc, fmt, strict=True)]
