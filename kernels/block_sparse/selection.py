@@ -1,0 +1,122 @@
+"""Which KV blocks a decode step attends: sink block(s), local window, and the top-k blocks by q . mean(K_block).
+
+Shared by both implementations, so that the Triton kernel and the PyTorch path attend exactly the same tokens.
+
+Blocks are aligned to cache positions: block j holds positions [j * block_size, (j + 1) * block_size). The valid
+tokens of sequence b are [kv_start[b], seq_lens[b]) (left padding before, ragged end after); nothing outside is
+ever attended. Per sequence and KV head:
+
+- sink: the first `sink_blocks` blocks holding a valid token;
+- local: every block overlapping the last max(local, 1) valid tokens (so the window is rounded out to whole
+  blocks, and the block of the newest token is always attended);
+- top-k: among the blocks in between, the `topk` with the highest score q . mean(K_block), where q is summed over
+  the query heads of the GQA group (the group's mean up to a constant factor, which does not change the ranking).
+
+When sink + local + top-k cover every block, all valid tokens are attended and the result equals dense attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Selection:
+    """Selected blocks per (sequence, KV head): ascending block ids, padded with -1 after `count` entries."""
+
+    block_idx: torch.Tensor  # [B, H_kv, NSEL] int32
+    count: torch.Tensor  # [B, H_kv] int32
+    kv_start: torch.Tensor  # [B] int32, first valid position
+    kv_end: torch.Tensor  # [B] int32, one past the last valid position
+
+
+def valid_range(k: torch.Tensor, seq_lens: torch.Tensor | None, kv_start: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start, end) int64 per sequence, defaulting to the whole cache [0, T)."""
+    bsz, total = k.shape[0], k.shape[2]
+    device = k.device
+    end = torch.full((bsz,), total, device=device) if seq_lens is None else seq_lens.to(device, torch.int64)
+    start = torch.zeros(bsz, dtype=torch.int64, device=device) if kv_start is None else kv_start.to(device, torch.int64)
+    return start, end
+
+
+def masked_block_means(k: torch.Tensor, block_size: int, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Mean key of every block over its valid positions (0 for blocks without any), in fp32."""
+    bsz, h_kv, total, dim = k.shape
+    num_blocks = -(-total // block_size)
+    pos = torch.arange(total, device=k.device)
+    valid = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])  # [B, T]
+    kf = (k.float() * valid[:, None, :, None]).reshape(bsz, h_kv, total, dim)
+    pad = num_blocks * block_size - total
+    kf = torch.nn.functional.pad(kf, (0, 0, 0, pad)).view(bsz, h_kv, num_blocks, block_size, dim)
+    counts = torch.nn.functional.pad(valid, (0, pad)).view(bsz, num_blocks, block_size).sum(-1)  # [B, NB]
+    return kf.sum(3) / counts.clamp(min=1)[:, None, :, None]  # [B, H_kv, NB, D]
+
+
+def _fix_first_block(means: torch.Tensor, k: torch.Tensor, block_size: int, start: torch.Tensor,
+                     end: torch.Tensor) -> torch.Tensor:
+    # Cached means are over all positions of a full block; the block holding kv_start may also hold left pads,
+    # so its mean is recomputed over its valid positions only (one block per sequence).
+    bsz, h_kv, total, dim = k.shape
+    first = start // block_size  # [B]
+    pos = first[:, None] * block_size + torch.arange(block_size, device=k.device)  # [B, bs]
+    valid = (pos >= start[:, None]) & (pos < end[:, None])
+    gathered = k.gather(2, pos.clamp(max=total - 1)[:, None, :, None].expand(bsz, h_kv, block_size, dim)).float()
+    mean = (gathered * valid[:, None, :, None]).sum(2) / valid.sum(1).clamp(min=1)[:, None, None]  # [B, H_kv, D]
+    means = means.clone()
+    means.scatter_(2, first[:, None, None, None].expand(bsz, h_kv, 1, dim), mean[:, :, None, :])
+    return means
+
+
+def select_blocks(q: torch.Tensor, k: torch.Tensor, *, block_size: int, topk: int, sink_blocks: int, local: int,
+                  seq_lens: torch.Tensor | None = None, kv_start: torch.Tensor | None = None,
+                  block_means: torch.Tensor | None = None) -> Selection:
+    """Blocks attended by one decode step.
+
+    q [B, H_q, D], k [B, H_kv, T, D]; block_means [B, H_kv, NBF, D]: optional cached means of the first NBF full
+    blocks (over all their positions); blocks a mean is needed for must be among them.
+    """
+    bsz, h_q, dim = q.shape
+    h_kv, total = k.shape[1], k.shape[2]
+    group = h_q // h_kv
+    num_blocks = -(-total // block_size)
+    start, end = valid_range(k, seq_lens, kv_start)
+    if block_means is None:
+        means = masked_block_means(k, block_size, start, end)
+    else:
+        means = block_means.float()
+        if means.shape[2] < num_blocks:
+            means = torch.nn.functional.pad(means, (0, 0, 0, num_blocks - means.shape[2]))
+        means = _fix_first_block(means[:, :, :num_blocks], k, block_size, start, end)
+    q_group = q.float().view(bsz, h_kv, group, dim).sum(2)  # [B, H_kv, D]
+    scores = torch.einsum("bhd,bhnd->bhn", q_group, means)  # [B, H_kv, NB]
+
+    blocks = torch.arange(num_blocks, device=q.device)[None, :]  # [1, NB]
+    first = (start // block_size)[:, None]  # [B, 1]
+    last = ((end - 1) // block_size)[:, None]
+    local_first = torch.maximum((end - max(local, 1)) // block_size, start // block_size)[:, None]
+    sink = (blocks >= first) & (blocks < first + sink_blocks) & (blocks <= last)  # [B, NB]
+    local_mask = (blocks >= local_first) & (blocks <= last)
+    candidate = (blocks >= first + sink_blocks) & (blocks < local_first)
+    chosen = (sink | local_mask)[:, None, :].expand(bsz, h_kv, num_blocks).clone()  # [B, H_kv, NB]
+    k_eff = min(topk, num_blocks)
+    if k_eff > 0:
+        scores = scores.masked_fill(~candidate[:, None, :], float("-inf"))
+        top_scores, top_idx = scores.topk(k_eff, dim=-1)  # [B, H_kv, k]
+        picked = torch.zeros_like(chosen).scatter_(2, top_idx, top_scores > float("-inf"))
+        chosen |= picked
+
+    # Ascending ids of the chosen blocks, -1 after them: the largest values of (NB - id) over chosen blocks.
+    local_blocks = -(-max(local, 1) // block_size) + 1
+    nsel = min(num_blocks, sink_blocks + topk + local_blocks)
+    rank = torch.where(chosen, num_blocks - blocks[None], torch.zeros_like(blocks[None]))  # [B, H_kv, NB]
+    top_rank, _ = rank.topk(nsel, dim=-1)  # [B, H_kv, NSEL], descending
+    block_idx = torch.where(top_rank > 0, num_blocks - top_rank, torch.full_like(top_rank, -1))
+    return Selection(
+        block_idx=block_idx.to(torch.int32).contiguous(),
+        count=chosen.sum(-1).to(torch.int32),
+        kv_start=start.to(torch.int32),
+        kv_end=end.to(torch.int32),
+    )
