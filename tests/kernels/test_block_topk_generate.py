@@ -1,0 +1,97 @@
+"""transformers integration: `attn_implementation="seekrl_block_topk"` with the block-mean cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from seekrl.kernels import attention as seekrl_attention
+from seekrl.kernels.attention import BlockTopKCache, BlockTopKSettings, configure
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog. " * 4,  # ~88 tokens: 22 blocks of 4
+    "Which city is the capital of Germany? When did the war end?",  # shorter: left padded
+]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_text_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_text_dir)
+    dense = AutoModelForCausalLM.from_pretrained(tiny_text_dir, attn_implementation="sdpa").eval()
+    sparse = AutoModelForCausalLM.from_pretrained(tiny_text_dir, attn_implementation="seekrl_block_topk").eval()
+    return tok, dense, sparse
+
+
+def _generate(model, tok, cache=None, steps=12):
+    batch = tok(TEXTS, return_tensors="pt", padding=True)
+    assert tok.padding_side == "left" and batch["attention_mask"][1, 0] == 0  # the second prompt is padded
+    extra = {} if cache is None else {"cache": cache}
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=steps, do_sample=False, pad_token_id=tok.pad_token_id,
+                             output_scores=True, return_dict_in_generate=True, **extra)
+    return out.sequences, torch.stack(out.scores, 1)  # [B, L], [B, steps, V]
+
+
+def _count_sparse_calls(monkeypatch):
+    calls = []
+    real = seekrl_attention.block_topk_attention
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("block_means") is not None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(seekrl_attention, "block_topk_attention", counting)
+    return calls
+
+
+def test_budget_covering_the_context_gives_the_dense_greedy_tokens(models, monkeypatch):
+    tok, dense, sparse = models
+    calls = _count_sparse_calls(monkeypatch)
+    configure(sparse, BlockTopKSettings(block_size=4, topk=32, sink_blocks=1, local=4, dense_layers=(0,)))
+    ref_tokens, ref_scores = _generate(dense, tok)
+    tokens, scores = _generate(sparse, tok, cache=BlockTopKCache(sparse.config, block_size=4))
+    assert torch.equal(tokens, ref_tokens)
+    torch.testing.assert_close(scores, ref_scores, atol=1e-4, rtol=1e-4)
+    # 11 decode steps (the first token comes from the prefill) x 1 sparse layer (layer 0 stays dense),
+    # all with the cache's block means.
+    assert len(calls) == 11 and all(calls)
+
+
+def test_small_budget_changes_the_logits_and_the_cache_matches_recomputation(models):
+    tok, dense, sparse = models
+    configure(sparse, BlockTopKSettings(block_size=4, topk=1, sink_blocks=1, local=4, dense_layers=()))
+    _, ref_scores = _generate(dense, tok)
+    _, cached_scores = _generate(sparse, tok, cache=BlockTopKCache(sparse.config, block_size=4))
+    _, plain_scores = _generate(sparse, tok)  # DynamicCache: block means recomputed from the keys every step
+    # 12 of ~90 tokens attended: the sparse path is really in use.
+    assert (cached_scores - ref_scores).abs().max() > 1e-3
+    torch.testing.assert_close(cached_scores, plain_scores, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_block_sums_track_full_blocks(models):
+    tok, _, sparse = models
+    cache = BlockTopKCache(sparse.config, block_size=4)
+    configure(sparse, BlockTopKSettings(block_size=4, topk=2, local=4))
+    _generate(sparse, tok, cache=cache, steps=6)
+    layer = cache.layers[1]
+    keys = layer.keys  # [B, H_kv, S, D]
+    full = keys.shape[2] // 4
+    expected = keys[:, :, : full * 4].float().reshape(*keys.shape[:2], full, 4, -1).sum(3)
+    torch.testing.assert_close(layer.block_sums, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_mask_with_holes_is_rejected():
+    mask = torch.tensor([[True, False, True, True]])[:, None, None, :]
+    with pytest.raises(ValueError, match="contiguous"):
+        seekrl_attention._valid_range(mask, 1, 4, torch.device("cpu"))
+    start, end = seekrl_attention._valid_range(torch.tensor([[False, False, True, True]])[:, None, None, :], 1, 4,
+                                               torch.device("cpu"))
+    assert start.tolist() == [2] and end.tolist() == [4]
+
+
+def test_missing_settings_name_the_fix(tiny_text_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_text_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_text_dir, attn_implementation="seekrl_block_topk").eval()
+    with pytest.raises(RuntimeError, match="configure"):
+        _generate(model, tok, steps=2)
