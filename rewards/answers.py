@@ -2,9 +2,11 @@
 
 A completion is what TRL passes to reward functions: a string, or (for conversational prompts) a list of chat
 messages `{"role", "content"}` whose content is a string or a list of `{"type": "text", "text": ...}` parts.
-In a seekrl rollout the completion holds the model's turns *and* the `<information>...</information>`
-observations the environment appended. Observations are retrieved text, so they are untrusted: nothing in them
-counts as an answer, an assessment or an action, even if a document happens to contain such a tag.
+In a seekrl rollout the completion holds the model's turns *and* what the environment appended: the
+`<information>...</information>` observations, and after an invalid action Search-R1's corrective line ("My
+previous action is invalid. ... put the answer between <answer> and </answer> ...", on a line of its own; every
+seekrl protocol uses that form). Neither is the model's: nothing in them counts as an answer, an assessment or
+an action, even though the corrective line quotes tags and retrieved documents may contain anything.
 
 Only the completion is read, never the prompt: the Search-R1 prompt itself contains an example
 `<answer> Beijing </answer>`, which must never be mistaken for the model's answer.
@@ -22,6 +24,7 @@ from typing import Any
 
 # An observation runs to its closing tag, or to the end of the text when the rollout stopped inside it.
 _OBSERVATION = re.compile(r"<information>.*?(?:</information>|\Z)", re.DOTALL)
+CORRECTIVE = re.compile(r"\nMy previous action is invalid\.[^\n]*\n")
 _ASSESSMENT = re.compile(r"<assessment>(.*?)</assessment>", re.DOTALL)
 # An action counts once its closing tag is there: the rollout engine executes a tool call at the closing tag.
 _ACTION = re.compile(r"<(search|glance|gaze)>.*?</\1>", re.DOTALL)
@@ -64,12 +67,15 @@ def completion_text(completion: str | list[dict]) -> str:
 
 
 def strip_observations(text: str) -> str:
-    """The text with every `<information>` observation removed (an unclosed one up to the end).
+    """The text without what the environment appended: `<information>` observations (an unclosed one up to the
+    end) and corrective lines after invalid actions.
 
     >>> strip_observations("<search>q</search><information>Doc</information><answer>a</answer>")
     '<search>q</search><answer>a</answer>'
+    >>> strip_observations("<answr>x</answr>\\nMy previous action is invalid. Use <answer> and </answer>.\\n")
+    '<answr>x</answr>'
     """
-    return _OBSERVATION.sub("", text)
+    return CORRECTIVE.sub("", _OBSERVATION.sub("", text))
 
 
 def extract_answer(completion: str | list[dict]) -> str | None:

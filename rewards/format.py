@@ -8,13 +8,16 @@ other protocol tag may open. The block order each protocol accepts ("think?" = a
 required one with `require_think=True`, which is Search-R1's own stricter check):
 
 - search_r1: (think? search information)* think? answer
-- adasearch: think? assessment, then after "yes": think? answer (no tools: parametric knowledge);
-  after "no": the search_r1 loop
+- adasearch (mode "adaptive", the default): think? assessment, then after "yes": think? answer (no tools:
+  parametric knowledge); after "no": the search_r1 loop. The other modes of `agent.adasearch_mode`:
+  "decide": think? assessment (the trajectory ends there); "parametric": think? answer; "search": the search_r1
+  loop
 - gog: (think? (search | glance | gaze) information)* think? answer
 
 Content rules: answer and search non-empty; assessment "yes" or "no" (case and whitespace ignored);
 glance empty; gaze `[x1, y1, x2, y2]` of numbers with 0 <= x1 < x2 <= 1000 and 0 <= y1 < y2 <= 1000.
-So there is exactly one answer, it is the last block, and nothing follows it.
+So there is exactly one answer, it is the last block, and nothing follows it. A trajectory in which the
+environment had to append a corrective line after an invalid action is not well formed.
 
 >>> format_error("<think>need facts</think><search>capital of France</search>"
 ...              "<information>Doc 1(Title: Paris) Paris is the capital.</information><answer>Paris</answer>")
@@ -27,7 +30,10 @@ from __future__ import annotations
 import difflib
 import re
 
+from .answers import CORRECTIVE
+
 PROTOCOLS = ("search_r1", "adasearch", "gog")
+ADASEARCH_MODES = ("adaptive", "decide", "parametric", "search")
 
 _TAGS = {
     "search_r1": ("think", "search", "information", "answer"),
@@ -50,29 +56,34 @@ _NUMBER = r"\s*(\d+(?:\.\d+)?)\s*"
 _BBOX = re.compile(r"\s*\[" + ",".join([_NUMBER] * 4) + r"\]\s*")
 
 
-def _grammar(protocol: str, decision: str | None, require_think: bool) -> re.Pattern:
+def _grammar(protocol: str, mode: str, decision: str | None, require_think: bool) -> re.Pattern:
     t = "T" if require_think else "T?"
     search_loop = f"(?:{t}SI)*{t}A"
-    if protocol == "search_r1":
+    if protocol == "search_r1" or (protocol == "adasearch" and mode == "search"):
         return re.compile(search_loop)
     if protocol == "gog":
         return re.compile(f"(?:{t}[SGZ]I)*{t}A")
-    # adasearch: "yes" means the model's own knowledge suffices, so that branch has no tool calls.
+    if mode == "decide":
+        return re.compile(f"{t}D")
+    if mode == "parametric":
+        return re.compile(f"{t}A")
+    # adaptive: "yes" means the model's own knowledge suffices, so that branch has no tool calls.
     return re.compile(f"{t}D{t}A" if decision == "yes" else f"{t}D{search_loop}")
 
 
-def check_protocol(protocol: str) -> None:
-    """Raise a ValueError naming the closest protocol when `protocol` is not one of PROTOCOLS.
+def check_protocol(protocol: str, mode: str = "adaptive") -> None:
+    """Raise a ValueError naming the closest valid value when `protocol` (or the AdaSearch `mode`) is unknown.
 
     >>> check_protocol("adasearh")
     Traceback (most recent call last):
     ...
     ValueError: unknown protocol 'adasearh'; did you mean 'adasearch'? (one of search_r1, adasearch, gog)
     """
-    if protocol not in PROTOCOLS:
-        close = difflib.get_close_matches(str(protocol), PROTOCOLS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ";"
-        raise ValueError(f"unknown protocol {protocol!r}{hint} (one of {', '.join(PROTOCOLS)})")
+    for what, value, valid in (("protocol", protocol, PROTOCOLS), ("AdaSearch mode", mode, ADASEARCH_MODES)):
+        if value not in valid:
+            close = difflib.get_close_matches(str(value), valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ";"
+            raise ValueError(f"unknown {what} {value!r}{hint} (one of {', '.join(valid)})")
 
 
 def _blocks(text: str, protocol: str) -> list[tuple[str, str]] | str:
@@ -122,8 +133,12 @@ def _bad_content(tag: str, content: str) -> str | None:
     return None
 
 
-def format_error(text: str, protocol: str = "search_r1", require_think: bool = False) -> str | None:
+def format_error(
+    text: str, protocol: str = "search_r1", require_think: bool = False, mode: str = "adaptive"
+) -> str | None:
     """None when `text` is a well-formed trajectory of `protocol`, else the first reason it is not.
+
+    `mode` is the AdaSearch mode (`agent.adasearch_mode`); the other protocols ignore it.
 
     >>> format_error("<assessment>yes</assessment><search>q</search><information>d</information>"
     ...              "<answer>a</answer>", protocol="adasearch")
@@ -132,7 +147,10 @@ def format_error(text: str, protocol: str = "search_r1", require_think: bool = F
     ...              "<information>d</information><answer>a</answer>", protocol="gog")
     '<gaze> box [500, 0, 400, 10] must satisfy 0 <= x1 < x2 <= 1000 and 0 <= y1 < y2 <= 1000'
     """
-    check_protocol(protocol)
+    check_protocol(protocol, mode)
+    corrective = CORRECTIVE.search(text)
+    if corrective:
+        return f"an invalid action was corrected by the environment: {corrective.group(0).strip()[:60]!r}"
     blocks = _blocks(_TRAILING_END_MARKERS.sub("", text), protocol)
     if isinstance(blocks, str):
         return blocks
@@ -142,7 +160,7 @@ def format_error(text: str, protocol: str = "search_r1", require_think: bool = F
             return problem
     decision = next((c.strip().lower() for tag, c in blocks if tag == "assessment"), None)
     order = "".join(_LETTER[tag] for tag, _ in blocks)
-    if _grammar(protocol, decision, require_think).fullmatch(order) is None:
+    if _grammar(protocol, mode, decision, require_think).fullmatch(order) is None:
         after = f" after assessment {decision}" if decision else ""
         return f"block order {' '.join(tag for tag, _ in blocks) or '(none)'} is not valid for {protocol}{after}"
     return None

@@ -127,9 +127,11 @@ def subem_reward(completions: list, **kwargs) -> list[float | None]:
 
 
 def format_reward(
-    completions: list, *, protocol: str = "search_r1", require_think: bool = False, **kwargs
+    completions: list, *, protocol: str = "search_r1", require_think: bool = False, mode: str = "adaptive", **kwargs
 ) -> list[float | None]:
     """1.0 when the completion is a well-formed trajectory of `protocol` (see `seekrl.rewards.format`), else 0.0.
+
+    `mode` is the AdaSearch mode (`agent.adasearch_mode`: adaptive, decide, parametric, search).
 
     >>> ok = "<search>who</search><information>Doc 1(Title: T) x</information><answer>x</answer>"
     >>> format_reward([ok, "x <answer>x</answer>"])
@@ -137,8 +139,8 @@ def format_reward(
     >>> format_reward(["<assessment>no</assessment>" + ok], protocol="adasearch")
     [1.0]
     """
-    check_protocol(protocol)
-    return [0.0 if format_error(completion_text(c), protocol, require_think) else 1.0 for c in completions]
+    check_protocol(protocol, mode)
+    return [0.0 if format_error(completion_text(c), protocol, require_think, mode) else 1.0 for c in completions]
 
 
 def decision_reward(completions: list, **kwargs) -> list[float | None]:

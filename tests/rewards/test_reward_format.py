@@ -58,6 +58,29 @@ def test_extract_answer(completion, answer):
     assert extract_answer(completion) == answer
 
 
+# Search-R1's corrective line, as the environment appends it after an invalid action (seekrl.agents uses it too).
+CORRECTIVE = (
+    "\nMy previous action is invalid. If I want to search, I should put the query between <search> and </search>. "
+    "If I want to give the final answer, I should put the answer between <answer> and </answer>. Let me try again.\n"
+)
+
+
+def test_corrective_lines_are_not_the_models_answer_or_actions():
+    truncated = "<serch>capital</serch>" + CORRECTIVE
+    assert extract_answer(truncated) is None
+    assert count_searches(truncated) == 0
+    assert em_reward([truncated], golden_answers=[["and"]]) == [0.0]
+    assess = (
+        "<search>q</search>\nMy previous action is invalid. I must first give my assessment: "
+        "<assessment>yes</assessment> if my own knowledge suffices, <assessment>no</assessment> if I need to search.\n"
+    )
+    assert extract_assessment(assess) is None
+    recovered = "<serch>capital</serch>" + CORRECTIVE + "<answer>Paris</answer>"
+    assert extract_answer(recovered) == "Paris"
+    # The trajectory made an invalid action, so it is not well formed.
+    assert "an invalid action was corrected by the environment" in format_error(recovered)
+
+
 def test_extract_assessment_and_count_searches():
     assert extract_assessment("<think>t</think><assessment>NO</assessment>") == "no"
     assert extract_assessment("<information><assessment>yes</assessment></information>") is None
@@ -140,6 +163,24 @@ def test_require_think_is_search_r1s_strict_order():
     assert format_reward([loose, strict], require_think=False) == [1.0, 1.0]
 
 
+@pytest.mark.parametrize(
+    "mode,text,valid",
+    [
+        ("decide", "<think>I know it</think><assessment>yes</assessment>", True),
+        ("decide", "<assessment>yes</assessment><answer>Paris</answer>", False),
+        ("parametric", "<think>t</think><answer>Paris</answer>", True),
+        ("parametric", "<assessment>yes</assessment><answer>Paris</answer>", False),
+        ("search", "<search>q</search>" + OBS + "<answer>Paris</answer>", True),
+        ("search", "<assessment>no</assessment><search>q</search>" + OBS + "<answer>Paris</answer>", False),
+        ("adaptive", "<assessment>yes</assessment>", False),
+    ],
+)
+def test_adasearch_modes(mode, text, valid):
+    assert format_reward([text], protocol="adasearch", mode=mode) == [1.0 if valid else 0.0]
+
+
 def test_unknown_protocol_names_the_closest():
     with pytest.raises(ValueError, match="did you mean 'search_r1'"):
         format_reward(["<answer>x</answer>"], protocol="search-r1")
+    with pytest.raises(ValueError, match="unknown AdaSearch mode 'decde'; did you mean 'decide'"):
+        format_reward([], protocol="adasearch", mode="decde")
