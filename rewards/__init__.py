@@ -13,11 +13,12 @@ Metrics take strings (`exact_match(prediction, golds)`); rewards have TRL's sign
 
 from .adasearch import aware_confusion, f1_aware, solve_rate_labels
 from .answers import completion_text, count_searches, extract_answer, extract_assessment, strip_observations
-from .format import PROTOCOLS, check_protocol, format_error
+from .format import ADASEARCH_MODES, PROTOCOLS, check_protocol, format_error
 from .judge import judge_reward
 from .metrics import cover_exact_match, exact_match, f1_score, normalize_answer
 from .registry import REWARD_FUNCS, bind_reward, build_reward_funcs
 from .rewards import (
+    GOLD_COLUMNS,
     decision_reward,
     em_reward,
     f1_reward,
@@ -29,6 +30,8 @@ from .rewards import (
 )
 
 __all__ = [
+    "ADASEARCH_MODES",
+    "GOLD_COLUMNS",
     "PROTOCOLS",
     "REWARD_FUNCS",
     "aware_confusion",

@@ -45,15 +45,10 @@ def _module_names() -> list[str]:
     for package_name in PACKAGES:
         package = importlib.import_module(package_name)
         names.append(package_name)
-        for info in pkgutil.iter_modules(package.__path__, prefix=f"{package_name}."):
-            # seekrl.agents etc. are subpackages of seekrl's namespace but live in their own folders; they are
-            # walked as packages of their own above, so skip them here rather than twice.
-            if info.name in PACKAGES:
-                continue
-            names.append(info.name)
-            if info.ispkg:
-                sub = importlib.import_module(info.name)
-                names += [m.name for m in pkgutil.walk_packages(sub.__path__, prefix=f"{info.name}.")]
+        # walk_packages imports subpackages to look inside them; one that fails to import is still listed (and
+        # then fails or skips in its own test below) rather than breaking collection.
+        walk = pkgutil.walk_packages(package.__path__, prefix=f"{package_name}.", onerror=lambda name: None)
+        names += [info.name for info in walk]
     return sorted(set(names))
 
 
