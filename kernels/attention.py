@@ -45,6 +45,12 @@ class BlockTopKSettings:
     impl: str = "auto"
 
 
+def settings_from_section(kinetics, impl: str = "auto") -> BlockTopKSettings:
+    """Settings from a recipe's `kinetics` section (seekrl.config.KineticsSection)."""
+    return BlockTopKSettings(block_size=kinetics.block_size, topk=kinetics.topk, sink_blocks=kinetics.sink_blocks,
+                             local=kinetics.local, dense_layers=tuple(kinetics.dense_layers), impl=impl)
+
+
 def configure(model: torch.nn.Module, settings: BlockTopKSettings) -> int:
     """Give every attention module of `model` the settings; returns how many modules were configured."""
     count = 0

@@ -2,13 +2,15 @@
 
 I is the hardware's arithmetic intensity, peak FLOP/s / memory bandwidth. Costs are those of decoding (the
 paper's model: prefill is not counted) and follow the paper's code (Infini-AI-Lab/Kinetics
-`cost_model/utils.py`) term for term; memory is counted in elements as there. With P parameters, d = head_dim x
+`cost_model/utils.py`) term for term, with one addition marked below; memory is counted in elements as there. With P parameters, d = head_dim x
 layers, prompt length L_in, generated length L_out and N samples of one prompt:
 
     dense   compute  (2 P L_out + 2 (2 L_in + L_out) L_out H_q d) N
             memory   2 (2 L_in + N L_out) L_out H_kv d            (the prompt's KV is read once, shared by the N)
-    block   kv       B L_out - 0.5 max(0, B - L_in)^2             (B = local + block_size x topk)
-    top-k   compute  (2 P L_out + 4 kv H_q d + ((2 L_in + L_out) // block_size) L_out H_q d) N
+    block top-k, B = local + block_size x topk:
+            kv       B L_out - 0.5 max(0, B - L_in)^2              (+ 0.5 max(0, B - L_in - L_out)^2: 0 unless the
+                                                                    context stays below B for the whole generation)
+            compute  (2 P L_out + 4 kv H_q d + ((2 L_in + L_out) // block_size) L_out H_q d) N
             memory   4 kv H_kv d N + ((2 L_in + N L_out) // block_size) L_out H_kv d
 
 Multi-turn trajectories (`trajectory_eflops`) sum these over turns with the growing context: in turn t the
@@ -185,7 +187,9 @@ def _block_topk(m: ModelShape, shared: int, private: int, gen: int, n: int, spar
     ctx = shared + private
     b = sparse.budget
     # Tokens attended summed over the generation: B per step, less the steps where the context was shorter than B.
-    kv = b * gen - 0.5 * max(0, b - ctx) ** 2
+    # The paper's formula assumes the context reaches B during the generation (gen >= B - ctx); the last term,
+    # zero in that case, keeps it the attended count (and positive) when it does not.
+    kv = b * gen - 0.5 * max(0, b - ctx) ** 2 + 0.5 * max(0, b - ctx - gen) ** 2
     # Scoring the blocks: one dot product per block mean (and query head) per step.
     score_compute = ((2 * ctx + gen) // sparse.block_size) * gen * m.num_heads * m.d
     compute = (2 * m.num_parameters * gen + 4 * kv * m.num_heads * m.d + score_compute) * n
@@ -240,6 +244,16 @@ class Plan:
     @property
     def budget(self) -> int:
         return self.local + self.block_size * self.topk
+
+
+def plan_from_section(kinetics: Any, config: Any, prompt_len: int) -> Plan:
+    """The planner with a recipe's `kinetics` section (seekrl.config.KineticsSection): its budget, candidates,
+    local window and hardware."""
+    if kinetics.eflops_budget is None:
+        raise ValueError("kinetics.eflops_budget is not set: the planner needs a per-prompt eFLOPs budget")
+    return plan(config, prompt_len, kinetics.eflops_budget, block_sizes=kinetics.planner_block_sizes,
+                topks=kinetics.planner_topks, max_new_tokens=kinetics.planner_max_new_tokens,
+                group_sizes=kinetics.planner_group_sizes, local=kinetics.local, hardware=kinetics.hardware)
 
 
 def plan(config: Any, prompt_len: int, eflops_budget: float, *, block_sizes: list[int], topks: list[int],

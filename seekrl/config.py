@@ -154,6 +154,11 @@ class KineticsSection:
     topk: int = _f(16, "Blocks attended per decode step (besides sink and local window).")
     local: int = _f(128, "Most recent tokens always attended.")
     dense_layers: list[int] = _f([0], "Layers that stay dense.")
+    sink_blocks: int = _f(1, "First blocks of each sequence always attended (attention sink).")
+    planner_block_sizes: list[int] = _f([16, 32, 64], "Planner candidates for block_size.")
+    planner_topks: list[int] = _f([8, 16, 32, 64], "Planner candidates for topk.")
+    planner_max_new_tokens: list[int] = _f([256, 512, 1024, 2048], "Planner candidates for max new tokens.")
+    planner_group_sizes: list[int] = _f([4, 8, 16], "Planner candidates for the group size (num_generations).")
 
 
 @dataclass
