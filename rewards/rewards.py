@@ -3,8 +3,9 @@
 TRL calls each reward function with `prompts`, `completions`, `completion_ids`, every dataset column (one value
 per completion) and the per-rollout fields the seekrl rollout engine returns. The columns read here:
 
-- `golden_answers`: the gold answers of the row, a list of strings or one string (`answers` and `answer` are
-  accepted as the same thing). A row with no gold answer gets None (unscorable), not a made-up 0.
+- `golden_answers`: the gold answers of the row, a list of strings or one string (`answers`, the field name of
+  seekrl.data's records, is accepted too). A row with no gold answer gets None (unscorable), not a made-up 0.
+  Never `answer`: that is the rollout engine's field for the *model's* parsed answer.
 - `num_searches`: tool calls the rollout made. When the column is absent (or a row's value is None) the closed
   `<search>`/`<glance>`/`<gaze>` actions in the completion are counted instead.
 - `decision` and `decision_label`: see `decision_reward`.
@@ -26,7 +27,7 @@ from .answers import completion_text, count_searches, extract_answer, extract_as
 from .format import check_protocol, format_error
 from .metrics import cover_exact_match, exact_match, f1_score
 
-GOLD_COLUMNS = ("golden_answers", "answers", "answer")
+GOLD_COLUMNS = ("golden_answers", "answers")
 ACCURACY_METRICS: dict[str, Callable[[str, Any], float]] = {
     "em": exact_match,
     "f1": f1_score,
@@ -54,6 +55,7 @@ def column_values(kwargs: dict, names: Sequence[str], n: int, reward: str, what:
 
 
 def gold_lists(kwargs: dict, n: int, reward: str) -> list[list[str] | None]:
+    """Gold answers per completion as lists of strings; None for a row without any."""
     rows = column_values(kwargs, GOLD_COLUMNS, n, reward, "gold answers, a list of strings per row")
     out: list[list[str] | None] = []
     for row in rows:

@@ -51,7 +51,10 @@ def test_accuracy_rewards():
 
 def test_rows_without_gold_are_unscored_and_missing_column_is_an_error():
     assert em_reward(["<answer>x</answer>"] * 2, golden_answers=[[], None]) == [None, None]
-    assert em_reward(["<answer>x</answer>"], answer=["x"]) == [1.0]
+    assert em_reward(["<answer>x</answer>"], answers=[["x"]]) == [1.0]
+    # `answer` is the rollout's field for the model's own answer, never a gold column.
+    with pytest.raises(ValueError, match="needs a 'golden_answers' column"):
+        em_reward(["<answer>x</answer>"], answer=["x"])
     with pytest.raises(ValueError, match="needs a 'golden_answers' column .* got columns \\['question'\\]"):
         em_reward(["<answer>x</answer>"], question=["q?"], trainer_state=None)
     with pytest.raises(ValueError, match="has 1 values for 2 completions"):
