@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from seekrl import __version__
+from seekrl.cost_cli import cost
 
 app = typer.Typer(
     name="seekrl",
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 recipe_app = typer.Typer(help="Check and inspect recipe YAML files.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
+app.command("cost")(cost)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
