@@ -55,19 +55,19 @@ def masked_block_means(k: torch.Tensor, block_size: int, start: torch.Tensor, en
     return kf.sum(3) / counts.clamp(min=1)[:, None, :, None]  # [B, H_kv, NB, D]
 
 
-def _fix_first_block(means: torch.Tensor, k: torch.Tensor, block_size: int, start: torch.Tensor,
-                     end: torch.Tensor) -> torch.Tensor:
-    # Cached means are over all positions of a full block; the block holding kv_start may also hold left pads,
-    # so its mean is recomputed over its valid positions only (one block per sequence).
+def _first_block_scores(q_group: torch.Tensor, k: torch.Tensor, block_size: int, start: torch.Tensor,
+                        end: torch.Tensor) -> torch.Tensor:
+    """Score of the block holding kv_start, from the mean over its valid positions only: [B, H_kv].
+
+    Cached means are over all positions of a full block; that block may also hold left pads.
+    """
     bsz, h_kv, total, dim = k.shape
     first = start // block_size  # [B]
     pos = first[:, None] * block_size + torch.arange(block_size, device=k.device)  # [B, bs]
     valid = (pos >= start[:, None]) & (pos < end[:, None])
     gathered = k.gather(2, pos.clamp(max=total - 1)[:, None, :, None].expand(bsz, h_kv, block_size, dim)).float()
     mean = (gathered * valid[:, None, :, None]).sum(2) / valid.sum(1).clamp(min=1)[:, None, None]  # [B, H_kv, D]
-    means = means.clone()
-    means.scatter_(2, first[:, None, None, None].expand(bsz, h_kv, 1, dim), mean[:, :, None, :])
-    return means
+    return (mean * q_group).sum(-1)
 
 
 def select_blocks(q: torch.Tensor, k: torch.Tensor, *, block_size: int, topk: int, sink_blocks: int, local: int,
@@ -83,15 +83,22 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, *, block_size: int, topk: in
     group = h_q // h_kv
     num_blocks = -(-total // block_size)
     start, end = valid_range(k, seq_lens, kv_start)
-    if block_means is None:
-        means = masked_block_means(k, block_size, start, end)
-    else:
-        means = block_means.float()
-        if means.shape[2] < num_blocks:
-            means = torch.nn.functional.pad(means, (0, 0, 0, num_blocks - means.shape[2]))
-        means = _fix_first_block(means[:, :, :num_blocks], k, block_size, start, end)
     q_group = q.float().view(bsz, h_kv, group, dim).sum(2)  # [B, H_kv, D]
-    scores = torch.einsum("bhd,bhnd->bhn", q_group, means)  # [B, H_kv, NB]
+    if block_means is None:
+        means = masked_block_means(k, block_size, start, end)  # [B, H_kv, NB, D]
+        scores = torch.einsum("bhd,bhnd->bhn", q_group, means)  # [B, H_kv, NB]
+    else:
+        # Cached means cover the full blocks only; the blocks after them are never candidates (see module doc).
+        if block_means.shape[2] < total // block_size:
+            raise ValueError(f"block_means holds {block_means.shape[2]} blocks; the {total // block_size} full "
+                             f"blocks of a {total}-token cache all need one")
+        means = block_means[:, :, :num_blocks]
+        scores = torch.einsum("bhd,bhnd->bhn", q_group.to(means.dtype), means).float()
+        scores = torch.nn.functional.pad(scores, (0, num_blocks - scores.shape[2]), value=float("-inf"))
+        if kv_start is not None:
+            first_scores = _first_block_scores(q_group, k, block_size, start, end)  # [B, H_kv]
+            scores = scores.scatter(2, (start // block_size)[:, None, None].expand(bsz, h_kv, 1),
+                                    first_scores[:, :, None])
 
     blocks = torch.arange(num_blocks, device=q.device)[None, :]  # [1, NB]
     first = (start // block_size)[:, None]  # [B, 1]
@@ -120,3 +127,17 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, *, block_size: int, topk: in
         kv_start=start.to(torch.int32),
         kv_end=end.to(torch.int32),
     )
+
+
+def token_mask(sel: Selection, total: int, block_size: int) -> torch.Tensor:
+    """[B, H_kv, T] bool: the tokens a selection attends (for checking kernels against masked dense attention)."""
+    bsz, h_kv, _ = sel.block_idx.shape
+    device = sel.block_idx.device
+    blocks = torch.zeros(bsz, h_kv, -(-total // block_size) + 1, dtype=torch.bool, device=device)
+    idx = sel.block_idx.long()
+    # -1 (padding) goes to an extra last column, dropped below.
+    blocks.scatter_(2, torch.where(idx >= 0, idx, blocks.shape[2] - 1), True)
+    mask = blocks[:, :, :-1].repeat_interleave(block_size, dim=2)[:, :, :total]
+    pos = torch.arange(total, device=device)
+    valid = (pos[None] >= sel.kv_start[:, None].long()) & (pos[None] < sel.kv_end[:, None].long())  # [B, T]
+    return mask & valid[:, None, :]

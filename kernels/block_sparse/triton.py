@@ -9,6 +9,7 @@ Inputs may be fp16/bf16 (GPU) or fp32 (also under TRITON_INTERPRET=1 on CPU); ac
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -102,11 +103,16 @@ def _merge_kernel(O_PART, LSE_PART, OUT, num_splits, D: tl.constexpr, BLOCK_S: t
     tl.store(OUT + row * D + offs_d, out.to(OUT.dtype.element_ty), mask=offs_d < D)
 
 
+@functools.lru_cache(maxsize=8)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def default_num_splits(bsz: int, h_kv: int, nsel: int, device: torch.device) -> int:
     """Enough splits for ~4 programs per SM, at least 2 blocks per split."""
     if device.type != "cuda":
         return 1 if nsel < 4 else 2
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     want = math.ceil(4 * sms / (bsz * h_kv))
     return max(1, min(want, math.ceil(nsel / 2)))
 
