@@ -11,8 +11,9 @@ an unknown implementation, and left padding would be lost). Then:
 Prefill (more than one query token), training, and the layers in `dense_layers` run transformers' SDPA path.
 A decode step (one query token) in the other layers attends the sink block(s), the local window and the top-k
 blocks of each sequence (`seekrl.kernels.block_sparse`); pads (from the attention mask) are never attended.
-`BlockTopKCache` keeps per-block key sums as blocks fill, so a decode step never rereads the whole cache to rank
-blocks; with a plain DynamicCache the block means are recomputed from the keys at every step (same result).
+`BlockTopKCache` keeps per-block mean keys as blocks fill, so a decode step never rereads the whole cache to rank
+blocks; with a plain DynamicCache the block means are recomputed from the keys at every step (same selection up
+to rounding: the cache keeps them in the keys' dtype).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from seekrl.kernels.block_sparse import block_topk_attention
 
 ATTN_IMPLEMENTATION = "seekrl_block_topk"
-# Attribute names: the settings on each attention module, the block sums on the key tensor a cache returns.
+# Attribute names: the settings on each attention module, the block means on the key tensor a cache returns.
 SETTINGS_ATTR = "seekrl_block_topk"
-BLOCK_SUMS_ATTR = "seekrl_block_sums"
+BLOCK_MEANS_ATTR = "seekrl_block_means"
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,7 @@ def block_topk_attention_forward(
                                       **kwargs)
     bsz, _, _, dim = query.shape
     kv_start, kv_end = _valid_range(attention_mask, bsz, key.shape[2], query.device)
-    sums = getattr(key, BLOCK_SUMS_ATTR, None)  # [B, H_kv, NBF, D] or None
-    means = None if sums is None else sums / settings.block_size
+    means = getattr(key, BLOCK_MEANS_ATTR, None)  # [B, H_kv, NBF, D] or None
     out = block_topk_attention(
         query[:, :, 0], key, value,  # [B, H_q, D], [B, H_kv, S, D]
         block_size=settings.block_size, topk=settings.topk, sink_blocks=settings.sink_blocks, local=settings.local,
@@ -113,59 +113,59 @@ def block_topk_attention_forward(
 
 
 class BlockMeanLayer(DynamicLayer):
-    """A DynamicLayer that also keeps the fp32 key sum of every full block, updated as blocks fill."""
+    """A DynamicLayer that also keeps the mean key of every full block (in the keys' dtype), added as blocks fill."""
 
     def __init__(self, block_size: int):
         super().__init__()
         self.block_size = block_size
-        self.block_sums: torch.Tensor | None = None  # [B, H_kv, NBF, D]
+        self.block_means: torch.Tensor | None = None  # [B, H_kv, NBF, D]
 
-    def _extend_sums(self) -> None:
+    def _extend_means(self) -> None:
         keys = self.keys  # [B, H_kv, S, D]
         bsz, h_kv, length, dim = keys.shape
         full = length // self.block_size
-        done = 0 if self.block_sums is None else self.block_sums.shape[2]
+        done = 0 if self.block_means is None else self.block_means.shape[2]
         if full > done:
             new = keys[:, :, done * self.block_size: full * self.block_size].float()
-            new = new.reshape(bsz, h_kv, full - done, self.block_size, dim).sum(3)
-            self.block_sums = new if self.block_sums is None else torch.cat([self.block_sums, new], dim=2)
-        elif self.block_sums is None:
-            self.block_sums = keys.new_zeros(bsz, h_kv, 0, dim, dtype=torch.float32)
-        setattr(keys, BLOCK_SUMS_ATTR, self.block_sums)
+            new = new.reshape(bsz, h_kv, full - done, self.block_size, dim).mean(3).to(keys.dtype)
+            self.block_means = new if self.block_means is None else torch.cat([self.block_means, new], dim=2)
+        elif self.block_means is None:
+            self.block_means = keys.new_zeros(bsz, h_kv, 0, dim)
+        setattr(keys, BLOCK_MEANS_ATTR, self.block_means)
 
-    def _recompute_sums(self) -> None:
-        self.block_sums = None
+    def _recompute_means(self) -> None:
+        self.block_means = None
         if self.is_initialized and self.keys is not None and self.keys.dim() == 4:
-            self._extend_sums()
+            self._extend_means()
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         keys, values = super().update(key_states, value_states, *args, **kwargs)
-        self._extend_sums()
+        self._extend_means()
         return keys, values
 
     def reset(self) -> None:
         super().reset()
-        self.block_sums = None
+        self.block_means = None
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         super().reorder_cache(beam_idx)
-        self._recompute_sums()
+        self._recompute_means()
 
     def crop(self, tokens_to_remove: int) -> None:
         super().crop(tokens_to_remove)
-        self._recompute_sums()
+        self._recompute_means()
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         super().batch_repeat_interleave(repeats)
-        self._recompute_sums()
+        self._recompute_means()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         super().batch_select_indices(indices)
-        self._recompute_sums()
+        self._recompute_means()
 
 
 class BlockTopKCache(DynamicCache):
-    """A DynamicCache whose layers keep block key sums for `seekrl_block_topk` decoding."""
+    """A DynamicCache whose layers keep block mean keys for `seekrl_block_topk` decoding."""
 
     def __init__(self, config, block_size: int):
         num_layers = config.get_text_config(decoder=True).num_hidden_layers

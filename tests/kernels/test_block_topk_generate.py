@@ -69,7 +69,7 @@ def test_small_budget_changes_the_logits_and_the_cache_matches_recomputation(mod
     torch.testing.assert_close(cached_scores, plain_scores, atol=1e-5, rtol=1e-5)
 
 
-def test_cache_block_sums_track_full_blocks(models):
+def test_cache_block_means_track_full_blocks(models):
     tok, _, sparse = models
     cache = BlockTopKCache(sparse.config, block_size=4)
     configure(sparse, BlockTopKSettings(block_size=4, topk=2, local=4))
@@ -77,8 +77,8 @@ def test_cache_block_sums_track_full_blocks(models):
     layer = cache.layers[1]
     keys = layer.keys  # [B, H_kv, S, D]
     full = keys.shape[2] // 4
-    expected = keys[:, :, : full * 4].float().reshape(*keys.shape[:2], full, 4, -1).sum(3)
-    torch.testing.assert_close(layer.block_sums, expected, atol=1e-5, rtol=1e-5)
+    expected = keys[:, :, : full * 4].float().reshape(*keys.shape[:2], full, 4, -1).mean(3)
+    torch.testing.assert_close(layer.block_means, expected, atol=1e-6, rtol=1e-6)
 
 
 def test_mask_with_holes_is_rejected():
