@@ -31,6 +31,7 @@ def _split_kernel(
     scale, blocks_per_split,
     H_KV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BS_P2: tl.constexpr, BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     split = tl.program_id(1)
@@ -65,7 +66,7 @@ def _split_kernel(
         kv_mask = valid[:, None] & d_mask[None, :]
         k = tl.load(K + b * stride_kb + h * stride_kh + pos[:, None] * stride_kt + offs_d[None, :],
                     mask=kv_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
-        s = tl.dot(q, tl.trans(k)) * scale  # [BLOCK_G, BLOCK_N]
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # [BLOCK_G, BLOCK_N]
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         # While every score so far is masked, m_new is -inf; shift by 0 then so that exp gives 0, not NaN.
@@ -75,7 +76,7 @@ def _split_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(V + b * stride_vb + h * stride_vh + pos[:, None] * stride_vt + offs_d[None, :],
                     mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
 
     has = l_i > 0
@@ -151,6 +152,8 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sel: Sel
         scale, blocks_per_split,
         H_KV=h_kv, G=group, D=dim, BLOCK_SIZE=block_size,
         BLOCK_G=block_g, BLOCK_D=block_d, BS_P2=bs_p2, BLOCK_N=block_n,
+        # fp32 inputs: exact fp32 products (tensor cores would round them to tf32); 16-bit inputs ignore it.
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
     )
     out = torch.empty(bsz, h_q, dim, device=q.device, dtype=q.dtype)
     _merge_kernel[(bsz * h_q,)](
