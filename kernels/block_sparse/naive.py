@@ -23,6 +23,10 @@ def gather_blocks(x: torch.Tensor, block_idx: torch.Tensor, block_size: int) -> 
     bsz, h_kv, total, dim = x.shape
     x = x.contiguous()
     rows = x.numel() // dim
+    if rows < block_size:
+        # Fewer rows than one window (a tiny cache): pad the copy; the extra rows are masked by position.
+        x = torch.nn.functional.pad(x.view(rows, dim), (0, 0, 0, block_size - rows))
+        rows = block_size
     windows = x.as_strided((rows - block_size + 1, block_size, dim), (dim, dim, 1))
     base = torch.arange(bsz * h_kv, device=x.device).view(bsz, h_kv, 1) * total  # [B, H_kv, 1]
     first = base + block_idx.clamp(min=0) * block_size  # [B, H_kv, NSEL]

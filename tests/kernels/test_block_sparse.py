@@ -153,3 +153,20 @@ def test_bad_shapes_are_rejected():
         block_topk_attention(q, k, v, block_size=4, topk=1)
     with pytest.raises(ValueError, match="impl must be"):
         block_topk_attention(q[:, :2], k, v, block_size=4, topk=1, impl="cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_naive_half_precision_inputs_on_cpu(dtype):
+    q, k, v = _inputs(2, 4, 2, 45, 16, dtype=dtype)
+    lens = torch.tensor([45, 30])
+    out = block_topk_attention(q, k, v, block_size=8, topk=6, sink_blocks=1, local=8, seq_lens=lens, impl="naive")
+    assert out.dtype == dtype
+    # Reference in fp32 from the same (already rounded) inputs; the output is rounded once to the dtype.
+    ref = dense_attention(q.float(), k.float(), v.float(), seq_lens=lens)
+    torch.testing.assert_close(out.float(), ref, atol=TOL[dtype], rtol=0)
+
+
+def test_cache_shorter_than_one_block():
+    q, k, v = _inputs(1, 2, 1, 3, 8)
+    out = block_topk_attention(q, k, v, block_size=8, topk=2, sink_blocks=1, local=0, impl="naive")
+    torch.testing.assert_close(out, dense_attention(q, k, v), atol=TOL[torch.float32], rtol=0)

@@ -95,3 +95,11 @@ def test_missing_settings_name_the_fix(tiny_text_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_text_dir, attn_implementation="seekrl_block_topk").eval()
     with pytest.raises(RuntimeError, match="configure"):
         _generate(model, tok, steps=2)
+
+
+def test_settings_from_the_recipe_section():
+    from seekrl.config import KineticsSection
+
+    settings = seekrl_attention.settings_from_section(
+        KineticsSection(block_size=32, topk=8, local=64, sink_blocks=2, dense_layers=[0, 5]))
+    assert settings == BlockTopKSettings(block_size=32, topk=8, sink_blocks=2, local=64, dense_layers=(0, 5))
