@@ -100,30 +100,36 @@ def select_blocks(q: torch.Tensor, k: torch.Tensor, *, block_size: int, topk: in
             scores = scores.scatter(2, (start // block_size)[:, None, None].expand(bsz, h_kv, 1),
                                     first_scores[:, :, None])
 
-    blocks = torch.arange(num_blocks, device=q.device)[None, :]  # [1, NB]
-    first = (start // block_size)[:, None]  # [B, 1]
-    last = ((end - 1) // block_size)[:, None]
-    local_first = torch.maximum((end - max(local, 1)) // block_size, start // block_size)[:, None]
-    sink = (blocks >= first) & (blocks < first + sink_blocks) & (blocks <= last)  # [B, NB]
-    local_mask = (blocks >= local_first) & (blocks <= last)
-    candidate = (blocks >= first + sink_blocks) & (blocks < local_first)
-    chosen = (sink | local_mask)[:, None, :].expand(bsz, h_kv, num_blocks).clone()  # [B, H_kv, NB]
+    # Per sequence: sink blocks [first, first + sink), top-k candidates [first + sink, local_first), local blocks
+    # [max(local_first, first + sink), last]. The three id lists are disjoint, so they are simply concatenated.
+    device = q.device
+    first = start // block_size  # [B]
+    last = (end - 1) // block_size
+    local_first = torch.maximum((end - max(local, 1)) // block_size, first)
+    blocks = torch.arange(num_blocks, device=device)[None, :]  # [1, NB]
+    candidate = (blocks >= (first + sink_blocks)[:, None]) & (blocks < local_first[:, None])  # [B, NB]
+    sink_ids = first[:, None] + torch.arange(sink_blocks, device=device)  # [B, S]
+    local_blocks = -(-max(local, 1) // block_size) + 1  # most blocks a window of max(local, 1) tokens overlaps
+    local_ids = torch.maximum(local_first, first + sink_blocks)[:, None] + torch.arange(local_blocks, device=device)
+    fixed_ids = torch.cat([sink_ids, local_ids], dim=1)  # [B, S + L]
+    fixed_ok = fixed_ids <= last[:, None]
+    ids = [fixed_ids[:, None, :].expand(bsz, h_kv, -1)]
+    ok = [fixed_ok[:, None, :].expand(bsz, h_kv, -1)]
     k_eff = min(topk, num_blocks)
     if k_eff > 0:
         scores = scores.masked_fill(~candidate[:, None, :], float("-inf"))
         top_scores, top_idx = scores.topk(k_eff, dim=-1)  # [B, H_kv, k]
-        picked = torch.zeros_like(chosen).scatter_(2, top_idx, top_scores > float("-inf"))
-        chosen |= picked
+        ids.append(top_idx)
+        ok.append(top_scores > float("-inf"))
+    ids_all, ok_all = torch.cat(ids, dim=2), torch.cat(ok, dim=2)  # [B, H_kv, S + L + k]
 
-    # Ascending ids of the chosen blocks, -1 after them: the largest values of (NB - id) over chosen blocks.
-    local_blocks = -(-max(local, 1) // block_size) + 1
-    nsel = min(num_blocks, sink_blocks + topk + local_blocks)
-    rank = torch.where(chosen, num_blocks - blocks[None], torch.zeros_like(blocks[None]))  # [B, H_kv, NB]
-    top_rank, _ = rank.topk(nsel, dim=-1)  # [B, H_kv, NSEL], descending
-    block_idx = torch.where(top_rank > 0, num_blocks - top_rank, torch.full_like(top_rank, -1))
+    # Ascending ids with the unused entries (-1) after them: sort with unused entries keyed past every block.
+    keys, _ = torch.where(ok_all, ids_all, num_blocks).sort(dim=-1)
+    nsel = min(num_blocks, keys.shape[-1])
+    block_idx = torch.where(keys < num_blocks, keys, -1)[..., :nsel]
     return Selection(
         block_idx=block_idx.to(torch.int32).contiguous(),
-        count=chosen.sum(-1).to(torch.int32),
+        count=ok_all.sum(-1).to(torch.int32),
         kv_start=start.to(torch.int32),
         kv_end=end.to(torch.int32),
     )

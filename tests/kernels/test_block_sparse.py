@@ -40,6 +40,38 @@ def test_selection_follows_the_rule():
     assert _attended_blocks(sel, 0, 0) == [0, 3, 5, 6, 7]
 
 
+def _brute_force_selection(q, k, b, h, start, end, block_size, topk, sink_blocks, local):
+    """The selection rule written out with Python sets, for one (sequence, KV head)."""
+    group = q.shape[1] // k.shape[1]
+    first, last = start // block_size, (end - 1) // block_size
+    local_first = max((end - max(local, 1)) // block_size, first)
+    chosen = {j for j in range(first, first + sink_blocks) if j <= last} | set(range(local_first, last + 1))
+    q_group = q[b, h * group:(h + 1) * group].sum(0)
+    candidates = range(first + sink_blocks, local_first)
+    score = {j: float(q_group @ k[b, h, max(j * block_size, start):min((j + 1) * block_size, end)].mean(0))
+             for j in candidates}
+    chosen |= set(sorted(candidates, key=lambda j: -score[j])[:topk])
+    return sorted(chosen)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_selection_matches_the_rule_written_out(seed):
+    gen = torch.Generator().manual_seed(seed)
+    bsz, h_kv, group, total = 3, 2, 1 + seed % 3, 40 + 7 * seed
+    block_size, topk = (4, 8, 5)[seed % 3], seed % 4
+    sink_blocks, local = seed % 3, (0, 3, 9)[seed % 3]
+    q, k, _ = _inputs(bsz, h_kv * group, h_kv, total, 8, seed=seed)
+    ends = torch.randint(total // 2, total + 1, (bsz,), generator=gen)
+    starts = torch.randint(0, 6, (bsz,), generator=gen)
+    sel = select_blocks(q, k, block_size=block_size, topk=topk, sink_blocks=sink_blocks, local=local,
+                        seq_lens=ends, kv_start=starts)
+    for b in range(bsz):
+        for h in range(h_kv):
+            expected = _brute_force_selection(q, k, b, h, int(starts[b]), int(ends[b]), block_size, topk,
+                                              sink_blocks, local)
+            assert _attended_blocks(sel, b, h) == expected
+
+
 def test_selection_with_left_padding_and_ragged_end():
     q, k, _ = _inputs(2, 2, 1, 40, 8)
     sel = select_blocks(q, k, block_size=4, topk=0, sink_blocks=2, local=1,
