@@ -35,7 +35,8 @@ def _split_kernel(
 ):
     pid_bh = tl.program_id(0)
     split = tl.program_id(1)
-    b = pid_bh // H_KV
+    # 64-bit offsets: b * stride_kb passes 2**31 for large caches (e.g. batch 64 x 8 KV heads x 128K tokens).
+    b = (pid_bh // H_KV).to(tl.int64)
     h = pid_bh % H_KV
     offs_g = tl.arange(0, BLOCK_G)
     offs_d = tl.arange(0, BLOCK_D)

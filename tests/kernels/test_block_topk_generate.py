@@ -103,3 +103,25 @@ def test_settings_from_the_recipe_section():
     settings = seekrl_attention.settings_from_section(
         KineticsSection(block_size=32, topk=8, local=64, sink_blocks=2, dense_layers=[0, 5]))
     assert settings == BlockTopKSettings(block_size=32, topk=8, sink_blocks=2, local=64, dense_layers=(0, 5))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_generate_on_gpu_uses_the_triton_kernel(models, monkeypatch):
+    tok, dense, sparse = models
+    calls = _count_sparse_calls(monkeypatch)
+    dense_gpu, sparse_gpu = dense.to("cuda"), sparse.to("cuda")
+    try:
+        configure(sparse_gpu, BlockTopKSettings(block_size=4, topk=32, sink_blocks=1, local=4, impl="triton"))
+        batch = tok(TEXTS, return_tensors="pt", padding=True).to("cuda")
+        kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id, output_scores=True,
+                  return_dict_in_generate=True)
+        with torch.no_grad():
+            ref = dense_gpu.generate(**batch, **kw)
+            out = sparse_gpu.generate(**batch, **kw, cache=BlockTopKCache(sparse_gpu.config, block_size=4))
+        assert torch.equal(out.sequences, ref.sequences)
+        torch.testing.assert_close(torch.stack(out.scores), torch.stack(ref.scores), atol=1e-4, rtol=1e-4)
+        assert len(calls) == 11
+    finally:
+        dense.to("cpu")
+        sparse.to("cpu")
