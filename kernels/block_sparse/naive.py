@@ -2,6 +2,11 @@
 
 It gathers the selected blocks' keys and values (about the budget's worth of tokens instead of the whole cache), then runs
 plain softmax attention over them in fp32. `dense_attention` is the masked dense reference both are tested against.
+
+On CPU each step allocates a few MB for the gathered blocks; with glibc's default settings freed buffers of that
+size go back to the OS and every step pays page faults for them (about 2x slower at 16K context, see
+benchmarks/kernels.py --malloc). Long-running CPU rollouts should keep freed memory: MALLOC_MMAP_THRESHOLD_ and
+MALLOC_TRIM_THRESHOLD_ set high in the environment, or jemalloc/tcmalloc.
 """
 
 from __future__ import annotations
