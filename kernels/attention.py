@@ -53,14 +53,15 @@ def settings_from_section(kinetics, impl: str = "auto") -> BlockTopKSettings:
 
 
 def configure(model: torch.nn.Module, settings: BlockTopKSettings) -> int:
-    """Give every attention module of `model` the settings; returns how many modules were configured."""
+    """Give every causal (decoder) attention module of `model` the settings; returns how many were configured."""
     count = 0
     for module in model.modules():
-        if hasattr(module, "layer_idx") and hasattr(module, "num_key_value_groups"):
+        is_decoder_attention = getattr(module, "is_causal", False) and getattr(module, "layer_idx", None) is not None
+        if is_decoder_attention and hasattr(module, "num_key_value_groups"):
             setattr(module, SETTINGS_ATTR, settings)
             count += 1
     if count == 0:
-        raise ValueError(f"no attention module with layer_idx found in {type(model).__name__}")
+        raise ValueError(f"no causal attention module with a layer_idx found in {type(model).__name__}")
     return count
 
 
@@ -92,6 +93,10 @@ def block_topk_attention_forward(
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """The AttentionInterface function: query [B, H_q, T, D], key, value [B, H_kv, S, D] -> ([B, T, H_q, D], None)."""
+    # Non-causal attention that shares the model's implementation (a VLM's vision tower) is not decoding: SDPA.
+    if not getattr(module, "is_causal", True) or getattr(module, "layer_idx", None) is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
     settings = getattr(module, SETTINGS_ATTR, None)
     if settings is None:
         raise RuntimeError(f"attn_implementation={ATTN_IMPLEMENTATION!r} needs its settings: call "

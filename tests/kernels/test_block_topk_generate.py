@@ -125,3 +125,27 @@ def test_generate_on_gpu_uses_the_triton_kernel(models, monkeypatch):
     finally:
         dense.to("cpu")
         sparse.to("cpu")
+
+
+def test_vision_language_model_keeps_the_vision_tower_dense(tiny_vl_dir, monkeypatch):
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText
+
+    from seekrl.models import load_processor
+
+    calls = _count_sparse_calls(monkeypatch)
+    processor = load_processor(tiny_vl_dir)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the image?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    batch = processor(text=[text], images=[Image.new("RGB", (56, 56), (200, 10, 10))], return_tensors="pt")
+    dense = AutoModelForImageTextToText.from_pretrained(tiny_vl_dir, attn_implementation="sdpa").eval()
+    sparse = AutoModelForImageTextToText.from_pretrained(tiny_vl_dir, attn_implementation="seekrl_block_topk").eval()
+    # Only the language model's layers are configured; the vision tower shares the implementation but stays SDPA.
+    assert configure(sparse, BlockTopKSettings(block_size=4, topk=16, local=4)) == \
+        sparse.config.text_config.num_hidden_layers
+    kw = dict(max_new_tokens=6, do_sample=False)
+    with torch.no_grad():
+        ref = dense.generate(**batch, **kw)
+        out = sparse.generate(**batch, **kw, cache=BlockTopKCache(sparse.config, block_size=4))
+    assert torch.equal(out, ref)
+    assert len(calls) == 5  # 5 decode steps x 1 sparse text layer (layer 0 dense)
