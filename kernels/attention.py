@@ -6,7 +6,7 @@ an unknown implementation, and left padding would be lost). Then:
 
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="seekrl_block_topk")
     configure(model, BlockTopKSettings(block_size=64, topk=16, local=128))
-    model.generate(**batch, past_key_values=BlockTopKCache(model.config, block_size=64))
+    model.generate(**batch, cache=BlockTopKCache(model.config, block_size=64))
 
 Prefill (more than one query token), training, and the layers in `dense_layers` run transformers' SDPA path.
 A decode step (one query token) in the other layers attends the sink block(s), the local window and the top-k
