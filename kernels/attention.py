@@ -10,7 +10,9 @@ an unknown implementation, and left padding would be lost). Then:
 
 Prefill (more than one query token), training, and the layers in `dense_layers` run transformers' SDPA path.
 A decode step (one query token) in the other layers attends the sink block(s), the local window and the top-k
-blocks of each sequence (`seekrl.kernels.block_sparse`); pads (from the attention mask) are never attended.
+blocks of each sequence (`seekrl.kernels.block_sparse`); pads (from the attention mask) are never attended, and
+each sequence's mask must be one contiguous run of ones (left and/or right padding; a mask with holes raises).
+Non-causal attention that shares the implementation (a VLM's vision tower) always runs SDPA.
 `BlockTopKCache` keeps per-block mean keys as blocks fill, so a decode step never rereads the whole cache to rank
 blocks; with a plain DynamicCache the block means are recomputed from the keys at every step (same selection up
 to rounding: the cache keeps them in the keys' dtype).
