@@ -13,6 +13,7 @@ import typer
 
 from seekrl import __version__
 from seekrl.cost_cli import cost
+from seekrl.retriever_cli import retriever_app
 
 app = typer.Typer(
     name="seekrl",
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 recipe_app = typer.Typer(help="Check and inspect recipe YAML files.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
+app.add_typer(retriever_app, name="retriever")
 app.command("cost")(cost)
 
 

@@ -1,0 +1,183 @@
+"""Retrieval clients with one interface: `search(queries, topk) -> list[list[dict]]` of `{id, contents}` documents.
+
+- `InProcessClient` searches an index object in this process (no serialisation, no network).
+- `HTTPClient` talks to any Search-R1-compatible `/retrieve` server over pooled keep-alive connections, with a
+  per-request timeout and retries with exponential backoff for transient failures (connection refused or reset,
+  timeout, 429, 5xx). Client errors (4xx) are not retried: resending the same bad request cannot succeed.
+
+Every failure is raised as `ToolError`, which the rollout turns into a tool-failure observation: a flaky or dead
+retrieval server costs a trajectory its search, never the training run.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Protocol
+
+from seekrl.envs.index import Searcher, retrieve
+
+
+class ToolError(RuntimeError):
+    """A search that failed. `kind`: unavailable | timeout | http | invalid_request | auth | bad_response | index."""
+
+    def __init__(self, message: str, kind: str, status: int | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+class RetrievalClient(Protocol):
+    def search(self, queries: list[str], topk: int | None = None) -> list[list[dict]]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessClient:
+    """Searches an index object directly."""
+
+    def __init__(self, index: Searcher, default_topk: int = 3):
+        self.index = index
+        self.default_topk = default_topk
+
+    def search(self, queries: list[str], topk: int | None = None) -> list[list[dict]]:
+        topk = self.default_topk if topk is None else topk
+        if topk < 1:
+            raise ToolError(f"topk must be at least 1, got {topk}", "invalid_request")
+        try:
+            return retrieve(self.index, list(queries), topk)
+        except Exception as err:  # any index failure is a failed tool call, not a crashed rollout
+            raise ToolError(f"in-process search failed: {type(err).__name__}: {err}", "index") from err
+
+    def close(self) -> None:
+        pass
+
+
+def _validate_result(payload, num_queries: int) -> list[list[dict]]:
+    """Check a /retrieve response (untrusted) and return its documents."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("result"), list):
+        raise ToolError("retrieval server answered without a 'result' list", "bad_response")
+    result = payload["result"]
+    if len(result) != num_queries:
+        raise ToolError(f"retrieval server returned {len(result)} result lists for {num_queries} queries",
+                        "bad_response")
+    docs: list[list[dict]] = []
+    for per_query in result:
+        if not isinstance(per_query, list):
+            raise ToolError("retrieval server returned a result that is not a list", "bad_response")
+        items = []
+        for item in per_query:
+            doc = item.get("document", item) if isinstance(item, dict) else None
+            if not isinstance(doc, dict) or not isinstance(doc.get("contents"), str):
+                raise ToolError("retrieval server returned a document without string 'contents'", "bad_response")
+            items.append({"id": str(doc.get("id", "")), "contents": doc["contents"]})
+        docs.append(items)
+    return docs
+
+
+class HTTPClient:
+    """Client of a Search-R1-compatible retrieval server (`POST {url}/retrieve`)."""
+
+    RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 10.0, max_retries: int = 3,
+                 backoff_s: float = 0.5, max_backoff_s: float = 8.0, default_topk: int = 3,
+                 max_connections: int = 32):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.endpoint = self.url if self.url.endswith("/retrieve") else self.url + "/retrieve"
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.default_topk = default_topk
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            headers=headers, timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+
+    def _delay(self, attempt: int) -> float:
+        # Full jitter keeps many rollout workers from retrying in lockstep against a recovering server.
+        return random.uniform(0.5, 1.0) * min(self.max_backoff_s, self.backoff_s * 2**attempt)
+
+    def search(self, queries: list[str], topk: int | None = None) -> list[list[dict]]:
+        import httpx
+
+        queries = list(queries)
+        body = {"queries": queries, "topk": self.default_topk if topk is None else topk, "return_scores": False}
+        last: ToolError | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self._delay(attempt - 1))
+            try:
+                response = self._http.post(self.endpoint, json=body)
+            except httpx.TimeoutException as err:
+                last = ToolError(f"retrieval server timed out ({type(err).__name__})", "timeout")
+                continue
+            except httpx.TransportError as err:
+                last = ToolError(f"retrieval server unreachable at {self.endpoint}: {err}", "unavailable")
+                continue
+            if response.status_code == 200:
+                try:
+                    payload = response.json()
+                except ValueError:
+                    raise ToolError("retrieval server answered with a body that is not JSON", "bad_response") from None
+                return _validate_result(payload, len(queries))
+            message = _server_message(response)
+            if response.status_code in self.RETRY_STATUS:
+                last = ToolError(f"retrieval server error {response.status_code}: {message}", "http",
+                                 response.status_code)
+                continue
+            kind = "auth" if response.status_code in (401, 403) else "invalid_request"
+            raise ToolError(f"retrieval request rejected ({response.status_code}): {message}", kind,
+                            response.status_code)
+        assert last is not None
+        raise ToolError(f"{last} (after {self.max_retries + 1} attempts)", last.kind, last.status)
+
+    def health(self) -> dict:
+        """GET /health; raises ToolError when the server is not reachable or unhealthy."""
+        import httpx
+
+        try:
+            response = self._http.get(self.url.removesuffix("/retrieve") + "/health")
+        except httpx.HTTPError as err:
+            raise ToolError(f"retrieval server unreachable: {err}", "unavailable") from None
+        if response.status_code != 200:
+            raise ToolError(f"retrieval server unhealthy ({response.status_code})", "http", response.status_code)
+        return response.json()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HTTPClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _server_message(response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(payload, dict):
+        return str(payload.get("error") or payload.get("detail") or payload)[:500]
+    return str(payload)[:500]
+
+
+def client_from_env(env) -> RetrievalClient | None:
+    """The client an `EnvSection` of a recipe describes (None for kind 'none')."""
+    if env.kind == "none":
+        return None
+    if env.kind == "index":
+        if not env.index_dir:
+            raise ValueError("env.kind is 'index' but env.index_dir is not set; build one with "
+                             "`seekrl retriever build` and set env.index_dir")
+        from seekrl.envs.index import load_index
+
+        return InProcessClient(load_index(env.index_dir), default_topk=env.topk)
+    if not env.url:
+        raise ValueError("env.kind is 'url' but env.url is not set (e.g. env.url=http://127.0.0.1:8000)")
+    return HTTPClient(env.url, api_key=env.api_key, timeout_s=env.timeout_s, max_retries=env.max_retries,
+                      backoff_s=env.retry_backoff_s, default_topk=env.topk)

