@@ -66,7 +66,16 @@ system user assistant You are a helpful assistant. Look at the image and answer 
 """
 
 
-def train_tokenizer(vocab_size: int = 512):
+def _training_text() -> str:
+    """The text above plus every prompt of the agent protocols, so the tiny models' prompts stay short."""
+    from seekrl.agents import adasearch, gog, search_r1
+
+    prompts = [search_r1.PROMPT, search_r1.INVALID_ACTION, adasearch.DECIDE_PROMPT, adasearch.PARAMETRIC_PROMPT,
+               adasearch.ADAPTIVE_PROMPT, *adasearch.INVALID.values(), gog.PROMPT, gog.INVALID_ACTION]
+    return _TRAINING_TEXT + "\n".join(prompts)
+
+
+def train_tokenizer(vocab_size: int = 1024):
     """Train a byte-level BPE tokenizer with Qwen's pre-tokenizer, special tokens and chat template.
 
     Returns a `transformers.Qwen2Tokenizer` (the class real Qwen checkpoints load as) with pad =
@@ -90,7 +99,7 @@ def train_tokenizer(vocab_size: int = 512):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator([line for line in _TRAINING_TEXT.splitlines() if line], trainer=trainer)
+    bpe.train_from_iterator([line for line in _training_text().splitlines() if line], trainer=trainer)
     trained = json.loads(bpe.to_str())["model"]
     tok = Qwen2Tokenizer(
         vocab=trained["vocab"],
@@ -222,16 +231,28 @@ def build_tiny_vl_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     return out
 
 
-_BUILDERS = {"text": build_tiny_text_model, "vl": build_tiny_vl_model}
+def _build_searcher(out_dir, seed=0):
+    return build_tiny_searcher(out_dir, seed=seed)
+
+
+_BUILDERS = {"text": build_tiny_text_model, "vl": build_tiny_vl_model, "searcher": _build_searcher}
 
 
 def _source_hash() -> str:
-    """Hash of this file, so that a cached model is rebuilt whenever the recipe for it changes."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    """Hash of the files a tiny model is made from, so that a cached model is rebuilt when they change."""
+    import seekrl.agents.adasearch
+    import seekrl.agents.gog
+    import seekrl.agents.protocol
+    import seekrl.agents.search_r1
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for module in (seekrl.agents.search_r1, seekrl.agents.adasearch, seekrl.agents.protocol, seekrl.agents.gog):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:12]
 
 
 def tiny_model_dir(kind: str = "text", cache_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:
-    """Return a directory holding the tiny model of `kind` ("text" or "vl"), building it on first use.
+    """Return a directory holding the tiny model of `kind` ("text", "vl" or "searcher"), building it on first use.
 
     The cache lives in `cache_dir`, else `$SEEKRL_CACHE/tiny`, else `~/.cache/seekrl/tiny`, keyed by the kind,
     the seed and a hash of this file. A build goes to a temporary directory that is renamed into place, so
@@ -255,3 +276,140 @@ def tiny_model_dir(kind: str = "text", cache_dir: str | os.PathLike | None = Non
 
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# Questions and answers for the tiny searcher's format training; content is irrelevant, the format is learnt.
+_FORMAT_QA = [
+    ("Who wrote Hamlet?", "William Shakespeare"), ("What is the capital of France?", "Paris"),
+    ("Which river flows through Cairo?", "Nile"), ("Who discovered X-rays?", "Wilhelm Röntgen"),
+    ("What year did the war end?", "1945"), ("Where was the scientist born?", "Ulm"),
+    ("Who founded the company?", "Henry Ford"), ("How many people live in the city?", "2 million"),
+    ("Which city is the capital of Germany?", "Berlin"), ("Who was the first president?", "George Washington"),
+    ("What is the name of the novel?", "Moby Dick"), ("When was it founded?", "1850"),
+]
+
+
+def _format_transcripts(rng) -> list[tuple[str, str, list[str]]]:
+    """(protocol prompt, assistant turns, observations between them) in the Search-R1 and AdaSearch formats."""
+    from seekrl.agents.adasearch import ADAPTIVE_PROMPT
+    from seekrl.agents.protocol import format_documents
+    from seekrl.agents.search_r1 import PROMPT
+
+    # Real questions are longer and stranger than these: add random word sequences of 4 to 40 words so the
+    # format does not depend on what the question says.
+    words = _TRAINING_TEXT.split()
+    qa = list(_FORMAT_QA) + [
+        (" ".join(rng.choice(words) for _ in range(rng.randint(4, 40))) + "?", rng.choice(_FORMAT_QA)[1])
+        for _ in range(12)
+    ]
+    out = []
+    for question, answer in qa:
+        doc = [{"id": "d", "contents": f'"{answer}"\n{answer} is the answer to: {question}'}]
+        obs = f"\n\n<information>{format_documents(doc)}</information>\n\n"
+        # A fixed query: copying the question is beyond a model this small after seconds of training.
+        search = "<think> I need to search. </think><search> more information </search>"
+        final = f"<think> I found it. </think><answer> {answer} </answer>"
+        # Three of four Search-R1 transcripts search, so that rollouts of this policy exercise the tools.
+        out.append((PROMPT.format(question=question), [search, final], [obs]))
+        out.append((PROMPT.format(question=question), [search, final], [obs]))
+        out.append((PROMPT.format(question=question), [search, search, final], [obs, obs]))
+        out.append((PROMPT.format(question=question), [f"<think> I know this. </think><answer> {answer} </answer>"], []))
+        out.append((ADAPTIVE_PROMPT.format(question=question),
+                    [f"<think> Can I answer? I know this. </think><assessment>yes</assessment><answer> {answer} </answer>"],
+                    []))
+        for _ in range(2):
+            out.append((ADAPTIVE_PROMPT.format(question=question),
+                        [f"<think> Can I answer? I am not sure. </think><assessment>no</assessment>{search}", final],
+                        [obs]))
+    rng.shuffle(out)
+    return out
+
+
+def build_tiny_searcher(out_dir: str | os.PathLike, seed: int = 0, steps: int = 250) -> Path:
+    """A tiny text model fine-tuned to follow the Search-R1 / AdaSearch action format.
+
+    Random weights almost never close an action tag, so tests of multi-turn rollouts, and GRPO runs that must
+    see searches, start from this: the tiny model after a few seconds of supervised training on templated
+    transcripts (search once, twice or not at all; AdaSearch yes/no), with observation tokens masked from the
+    loss exactly as in RL. It learns the format, not the answers.
+    """
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out_dir)
+    base = build_tiny_text_model(out, seed=seed)
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    rng = random.Random(seed)
+    examples = []
+    for prompt, turns, observations in _format_transcripts(rng):
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        labels = [-100] * len(ids)
+        for i, turn in enumerate(turns):
+            piece = tok(turn + ("<|im_end|>" if i == len(turns) - 1 else ""), add_special_tokens=False)["input_ids"]
+            ids, labels = ids + piece, labels + piece
+            if i < len(observations):
+                obs = tok(observations[i], add_special_tokens=False)["input_ids"]
+                ids, labels = ids + obs, labels + [-100] * len(obs)
+        examples.append((ids, labels))
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    batch_size = 8
+    for step in range(steps):
+        batch = [examples[(step * batch_size + j) % len(examples)] for j in range(batch_size)]
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.tensor([ids + [tok.pad_token_id] * (width - len(ids)) for ids, _ in batch])
+        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
+        attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch])
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(out)
+    (out / "seekrl_format_training.json").write_text(json.dumps({"steps": steps, "final_loss": loss.item()}))
+    return out
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ThreadServer:
+    """uvicorn serving an ASGI app on a free loopback port in a background thread (tests, benchmarks)."""
+
+    def __init__(self, app, port: int | None = None):
+        import threading
+
+        import uvicorn
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> ThreadServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -42,3 +42,39 @@ def tiny_vl_dir(tiny_cache) -> Path:
     from seekrl.testing import tiny_model_dir
 
     return tiny_model_dir("vl", cache_dir=tiny_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_searcher_dir(tiny_cache) -> Path:
+    """The tiny text model after a few seconds of format training: it emits Search-R1 / AdaSearch actions."""
+    from seekrl.testing import tiny_model_dir
+
+    return tiny_model_dir("searcher", cache_dir=tiny_cache)
+
+
+@pytest.fixture(scope="session")
+def bm25_dir(shared_data, tmp_path_factory) -> Path:
+    """BM25 index over the 6,200 real multi-hop passages (built in a few seconds)."""
+    from seekrl.envs.index import build_index
+
+    out = tmp_path_factory.mktemp("indexes") / "bm25"
+    build_index(shared_data / "multihop" / "corpus.jsonl", out, "bm25", progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bm25_index(bm25_dir):
+    from seekrl.envs.index import load_index
+
+    return load_index(bm25_dir)
+
+
+@pytest.fixture(scope="session")
+def bm25_server(bm25_index):
+    """The retrieval server over `bm25_index` on a free loopback port."""
+    from seekrl.envs.server import create_app
+    from seekrl.testing import ThreadServer
+
+    server = ThreadServer(create_app(bm25_index)).start()
+    yield server
+    server.stop()

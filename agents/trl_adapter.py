@@ -1,0 +1,94 @@
+"""The seekrl rollout engine as a TRL `rollout_func`.
+
+TRL 1.16's `GRPOTrainer(rollout_func=...)` calls `rollout_func(prompts, trainer)` with this process's prompts,
+each already repeated `num_generations` times by TRL's sampler, and expects exactly one completion per prompt:
+`prompt_ids`, `completion_ids` and `logprobs`, plus any extra keys, which reach the reward functions as keyword
+arguments. `env_mask` (1 on generated tokens, 0 on observations) becomes the loss mask, so retrieved tokens
+never receive gradient.
+
+Prompts are the dataset's `prompt` column: a question string, or chat messages whose last user message holds the
+question. The protocol renders its own prompt around the question.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from seekrl.agents.protocol import Protocol
+from seekrl.agents.rollout import RolloutConfig, RolloutEngine, Trajectory
+
+
+def question_of(prompt: Any) -> str:
+    """The question inside a dataset prompt (a string, or chat messages whose last user turn is the question)."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list):
+        for message in reversed(prompt):
+            if isinstance(message, dict) and message.get("role") == "user":
+                content = message.get("content")
+                if isinstance(content, list):
+                    content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+                return str(content)
+    raise ValueError(f"cannot find a question in prompt {prompt!r}: expected a string or chat messages")
+
+
+def rollout_metrics(trajectories: list[Trajectory]) -> dict[str, float]:
+    """Averages over a batch: search rate, searches, turns, tool failures, tokens, answer rate, truncation."""
+    n = max(1, len(trajectories))
+    decided = [t for t in trajectories if t.decision is not None]
+    metrics = {
+        "rollout/search_rate": sum(t.num_searches > 0 for t in trajectories) / n,
+        "rollout/searches": sum(t.num_searches for t in trajectories) / n,
+        "rollout/turns": sum(t.num_turns for t in trajectories) / n,
+        "rollout/tool_failures": sum(t.tool_failures for t in trajectories) / n,
+        "rollout/generated_tokens": sum(t.num_generated for t in trajectories) / n,
+        "rollout/observation_tokens": sum(len(t.env_mask) - t.num_generated for t in trajectories) / n,
+        "rollout/answer_rate": sum(t.answer is not None for t in trajectories) / n,
+        "rollout/truncated": sum(t.truncated for t in trajectories) / n,
+    }
+    if decided:
+        metrics["rollout/decision_yes"] = sum(t.decision == "yes" for t in decided) / len(decided)
+    return metrics
+
+
+def trajectories_to_trl(trajectories: list[Trajectory]) -> dict[str, list]:
+    """The dict TRL expects from a rollout_func, with the per-rollout fields the rewards read."""
+    return {
+        "prompt_ids": [t.prompt_ids for t in trajectories],
+        "completion_ids": [t.completion_ids for t in trajectories],
+        "logprobs": [t.logprobs for t in trajectories],
+        "env_mask": [t.env_mask for t in trajectories],
+        "answer": [t.answer for t in trajectories],
+        "num_searches": [t.num_searches for t in trajectories],
+        "num_turns": [t.num_turns for t in trajectories],
+        "decision": [t.decision for t in trajectories],
+        "tool_failures": [t.tool_failures for t in trajectories],
+        "truncated": [t.truncated for t in trajectories],
+        "searches": [t.searches for t in trajectories],
+    }
+
+
+def make_rollout_func(protocol: Protocol, client=None, config: RolloutConfig | None = None, seed: int | None = None):
+    """A `rollout_func(prompts, trainer)` that rolls out `protocol` with the trainer's current policy.
+
+    The engine uses the unwrapped model (no DDP/DeepSpeed wrapper) and the trainer's tokenizer, and logs
+    `rollout/*` metrics (search rate, turns, tool failures, tokens) into the trainer's logs.
+    """
+    config = config or RolloutConfig()
+    state = {"engine": None}
+
+    def rollout_func(prompts: list, trainer) -> dict[str, list]:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
+        engine = state["engine"]
+        if engine is None or engine.model is not model:
+            engine = state["engine"] = RolloutEngine(model, tokenizer, protocol, client, config, seed=seed)
+        trajectories = engine.run([question_of(p) for p in prompts])
+        metrics_store = getattr(trainer, "_metrics", None)
+        if metrics_store is not None:
+            mode = "train" if trainer.model.training else "eval"
+            for key, value in rollout_metrics(trajectories).items():
+                metrics_store[mode][key].append(value)
+        return trajectories_to_trl(trajectories)
+
+    return rollout_func
