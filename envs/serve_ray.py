@@ -42,15 +42,20 @@ def start_ray_serve(index_dir: str | Path, replicas: int, host: str = "127.0.0.1
 
 def run_ray_serve(index_dir: str | Path, replicas: int, host: str = "127.0.0.1", port: int = 8000,
                   **app_options) -> None:
-    """Serve until interrupted (the `seekrl retriever serve --replicas N` path)."""
-    import time
+    """Serve until SIGINT or SIGTERM, then shut Serve and the local Ray down (`seekrl retriever serve --replicas N`)."""
+    import signal
+    import threading
 
+    import ray
     from ray import serve
 
     start_ray_serve(index_dir, replicas, host=host, port=port, **app_options)
     print(f"serving {index_dir} with {replicas} Ray Serve replicas on http://{host}:{port}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        serve.shutdown()
+    stop = threading.Event()
+    # Our own handlers, installed after ray.init: a plain KeyboardInterrupt does not reliably reach this loop.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    serve.shutdown()
+    ray.shutdown()

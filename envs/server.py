@@ -20,14 +20,14 @@ import json
 import threading
 from collections.abc import Callable
 
-import anyio
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from seekrl.envs.index import Searcher, retrieve
+from seekrl.envs.batcher import MicroBatcher
+from seekrl.envs.index import Searcher
 
 DEFAULT_TOPK = 3
 MAX_TOPK = 100
@@ -114,6 +114,10 @@ def create_app(index: Searcher | Callable[[], Searcher], api_key: str | None = N
     app = FastAPI(title="seekrl retrieval server", description="Search-R1-compatible /retrieve", docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.get_index = get_index
+    # One search at a time (searches are CPU-bound and mostly hold the GIL, so parallel threads only contend),
+    # with the requests that queue up meanwhile merged into the next search.
+    batcher = MicroBatcher(get_index, max_batch_queries=max_queries)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError):
         # The message names each bad field; input values are not echoed (they may be 100 KB long).
@@ -142,9 +146,10 @@ def create_app(index: Searcher | Callable[[], Searcher], api_key: str | None = N
             return _error(422, f"{len(body.queries)} queries in one request; at most {max_queries} are allowed")
         queries = [q[:max_query_chars] for q in body.queries]
         truncated = sum(len(q) > max_query_chars for q in body.queries)
-        searcher = get_index()
-        # Search off the event loop so /health and other connections stay responsive during a big batch.
-        result = await anyio.to_thread.run_sync(retrieve, searcher, queries, topk, body.return_scores)
+        # The search runs off the event loop so /health and other connections stay responsive meanwhile.
+        result = await batcher.search(queries, topk)
+        if not body.return_scores:
+            result = [[item["document"] for item in per_query] for per_query in result]
         payload = json.dumps({"result": result}, ensure_ascii=False).encode("utf-8")
         headers = {"X-Truncated-Queries": str(truncated)} if truncated else None
         return Response(payload, media_type="application/json", headers=headers)

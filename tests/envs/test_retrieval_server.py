@@ -153,3 +153,23 @@ def test_hybrid_server_answers_with_fused_rankings(hybrid_dir):
         assert result[1][0]["document"]["id"] == "doc00001"
     finally:
         server.stop()
+
+
+def test_concurrent_requests_are_merged_yet_each_gets_its_own_ranking(bm25_server, bm25_index, questions):
+    """40 simultaneous requests with mixed topk / return_scores (the micro-batcher merges them) each get
+    exactly the answer they get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [([q["question"] for q in questions[i:i + 1 + i % 3]], 1 + i % 5, i % 2 == 0) for i in range(40)]
+
+    def ask(case):
+        queries, topk, scores = case
+        return post(bm25_server, {"queries": queries, "topk": topk, "return_scores": scores}).json()["result"]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, cases))
+    for (queries, topk, scores), answer in zip(cases, answers):
+        expected = retrieve(bm25_index, queries, topk, return_scores=True)
+        if not scores:
+            expected = [[item["document"] for item in per_query] for per_query in expected]
+        assert answer == expected
