@@ -18,6 +18,7 @@ of each sampled token under the distribution it was sampled from (temperature, t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -35,6 +36,10 @@ class RolloutConfig:
     top_p: float = 1.0
     topk: int = 3
     max_batch_size: int = 64
+    # "dense" (the model's own attention) or "block_topk" (seekrl.kernels' sparse decode with `block_topk`).
+    attention: str = "dense"
+    block_topk: Any = None  # seekrl.kernels.attention.BlockTopKSettings when attention == "block_topk"
+    hardware: str = "h200"  # Kinetics hardware profile for the eFLOPs each trajectory reports
 
 
 @dataclass
@@ -54,6 +59,9 @@ class Trajectory:
     truncated: bool = False
     stop_reason: str = ""
     searches: list[str] = field(default_factory=list)
+    turn_tokens: list[tuple[int, int]] = field(default_factory=list)  # (generated, observation) per turn
+    eflops: float = 0.0  # Kinetics cost of this trajectory with the attention it ran with
+    eflops_dense: float = 0.0  # the same trajectory with dense attention
 
     @property
     def num_generated(self) -> int:
@@ -106,10 +114,46 @@ class RolloutEngine:
             eos.append(tokenizer.eos_token_id)
         self.eos_ids = set(eos)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.config.attention not in ("dense", "block_topk"):
+            raise ValueError(f"rollout attention must be 'dense' or 'block_topk', got {self.config.attention!r}")
+        if self.config.attention == "block_topk":
+            self._use_block_topk()
         self.stop_strings = protocol.stop_strings
         # Enough tokens to contain the longest stop string even if every token were one character.
         self.stop_window = max(len(s) for s in self.stop_strings) + 2
         self._failed_search_text = protocol.search_failed_text or protocol.invalid_text
+
+    def _use_block_topk(self) -> None:
+        """Switch the policy's decode attention to block top-k (prefill and training stay dense SDPA)."""
+        from seekrl.kernels.attention import ATTN_IMPLEMENTATION, BlockTopKSettings, configure
+
+        if self.config.block_topk is None:
+            self.config.block_topk = BlockTopKSettings()
+        if self.model.config._attn_implementation != ATTN_IMPLEMENTATION:
+            self.model.set_attn_implementation(ATTN_IMPLEMENTATION)
+        configure(self.model, self.config.block_topk)
+
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        if self.config.attention == "block_topk":
+            from seekrl.kernels.attention import BlockTopKCache
+
+            return BlockTopKCache(self.model.config, self.config.block_topk.block_size)
+        return DynamicCache()
+
+    def _eflops(self, traj: Trajectory) -> tuple[float, float]:
+        """(actual, dense) Kinetics eFLOPs of one trajectory (decode cost, its turns summed)."""
+        from seekrl.kernels.kinetics import BlockTopK, trajectory_eflops
+
+        cfg = self.config
+        dense = trajectory_eflops(self.model.config, len(traj.prompt_ids), traj.turn_tokens, 1, cfg.hardware)
+        if cfg.attention != "block_topk":
+            return float(dense), float(dense)
+        sparse = BlockTopK(cfg.block_topk.block_size, cfg.block_topk.topk, cfg.block_topk.local)
+        actual = trajectory_eflops(self.model.config, len(traj.prompt_ids), traj.turn_tokens, 1, cfg.hardware,
+                                   sparse=sparse)
+        return float(actual), float(dense)
 
     def render_prompt(self, question: str) -> list[int]:
         """Token ids of the protocol's prompt for `question`, through the tokenizer's chat template."""
@@ -160,8 +204,6 @@ class RolloutEngine:
 
     @torch.no_grad()
     def _run_batch(self, prompts: list[list[int]]) -> list[Trajectory]:
-        from transformers import DynamicCache
-
         cfg = self.config
         device = self.model.device
         trajs = [Trajectory(prompt_ids=list(p)) for p in prompts]
@@ -177,7 +219,7 @@ class RolloutEngine:
             mask[row, width - len(p):] = 1
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # [N, T]
-        cache = DynamicCache()
+        cache = self._new_cache()
         logits = self._forward(ids, mask, positions, cache)[:, -1, :]  # [N, V]
         next_pos = mask.sum(dim=1)  # [N] RoPE position of each row's next real token
 
@@ -262,6 +304,8 @@ class RolloutEngine:
                     continue
                 obs[row] = ids_
 
+            for row, t in enumerate(live):
+                trajs[t].turn_tokens.append((len(turn_ids[row]), len(obs.get(row, []))))
             for t, state in ((t, states[t]) for t in live):
                 traj = trajs[t]
                 traj.num_searches, traj.num_turns = state.num_searches, state.num_turns
@@ -295,10 +339,33 @@ class RolloutEngine:
             logits = all_logits[torch.arange(len(keep), device=device), last]
             next_pos = next_pos + ext_mask.sum(dim=1)
             live = [live[row] for row in keep]
+            mask = self._compact(cache, mask)
 
         for traj in trajs:
             traj.text = self.tokenizer.decode(traj.completion_ids, skip_special_tokens=True)
+            traj.eflops, traj.eflops_dense = self._eflops(traj)
         return trajs
+
+    @staticmethod
+    def _compact(cache, mask: torch.Tensor) -> torch.Tensor:
+        """Drop the hidden columns of every row from the cache: left-padded, one contiguous run of real tokens.
+
+        Waiting rows and right-padded observations leave masked columns inside a row; removing them keeps the
+        cache as long as the longest real sequence and gives block top-k attention the contiguous rows it needs.
+        Keys carry their RoPE positions already, so moving them changes nothing they compute.
+        """
+        width = int(mask.sum(dim=1).max())
+        if width == mask.shape[1] and bool((mask[:, 1:] >= mask[:, :-1]).all()):
+            return mask  # already left-padded with no hidden columns
+        # A stable sort puts each row's masked columns first and its real ones after, both in order.
+        order = torch.sort(mask, dim=1, stable=True).indices[:, -width:]  # [N, W]
+        for layer in cache.layers:
+            index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+            layer.keys = layer.keys.gather(2, index)  # [N, H_kv, W, D]
+            layer.values = layer.values.gather(2, index)
+            if hasattr(layer, "_recompute_means"):
+                layer._recompute_means()
+        return mask.gather(1, order)
 
     def _search(self, queries: list[str]) -> list[list[dict]] | None:
         """One batched environment call for all searches of a turn; None when the tool failed."""

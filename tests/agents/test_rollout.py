@@ -189,3 +189,34 @@ def test_a_retrieved_document_cannot_end_the_episode_or_inject_an_answer(searche
         last_obs = max(i for i, m in enumerate(t.env_mask) if m == 0)
         assert any(t.env_mask[last_obs + 1:]), "generation continued after the observation"
         assert t.answer != injected and extract_answer(t.text) != injected
+
+
+def test_block_topk_rollouts_are_token_exact_and_report_eflops(tiny_searcher_dir, bm25_index, hotpot_questions):
+    from seekrl.kernels.attention import BlockTopKSettings
+    from seekrl.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_searcher_dir)
+    client = InProcessClient(bm25_index)
+    protocol = SearchR1(max_turns=2)
+    base = dict(max_new_tokens_per_turn=48, max_total_tokens=400, max_obs_tokens=120, temperature=0.0)
+
+    dense_model = load_model(tiny_searcher_dir, dtype="float32")
+    dense = RolloutEngine(dense_model, tokenizer, protocol, client, RolloutConfig(**base)).run(hotpot_questions)
+    assert all(t.eflops == t.eflops_dense > 0 for t in dense)
+
+    # A budget covering every context: sparse decoding must be exactly dense attention.
+    covering = BlockTopKSettings(block_size=8, topk=128, local=16, dense_layers=(0,), impl="naive")
+    model = load_model(tiny_searcher_dir, dtype="float32")
+    trajs = RolloutEngine(model, tokenizer, protocol, client,
+                          RolloutConfig(**base, attention="block_topk", block_topk=covering)).run(hotpot_questions)
+    assert model.config._attn_implementation == "seekrl_block_topk"
+    _check_exact(dense_model, tokenizer, protocol, client, trajs, 0.0, 3)
+
+    # A small budget attends fewer tokens than the contexts hold: cheaper by the cost model, and it still runs
+    # whole multi-turn trajectories with searches.
+    small = BlockTopKSettings(block_size=8, topk=2, local=16, dense_layers=(0,), impl="naive")
+    model = load_model(tiny_searcher_dir, dtype="float32")
+    sparse = RolloutEngine(model, tokenizer, protocol, client,
+                           RolloutConfig(**base, attention="block_topk", block_topk=small)).run(hotpot_questions)
+    assert all(t.stop_reason for t in sparse) and any(t.num_searches for t in sparse)
+    assert all(t.eflops < t.eflops_dense for t in sparse)
