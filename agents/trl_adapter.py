@@ -45,6 +45,8 @@ def rollout_metrics(trajectories: list[Trajectory]) -> dict[str, float]:
         "rollout/observation_tokens": sum(len(t.env_mask) - t.num_generated for t in trajectories) / n,
         "rollout/answer_rate": sum(t.answer is not None for t in trajectories) / n,
         "rollout/truncated": sum(t.truncated for t in trajectories) / n,
+        "rollout/eflops": sum(t.eflops for t in trajectories) / n,
+        "rollout/eflops_dense": sum(t.eflops_dense for t in trajectories) / n,
     }
     if decided:
         metrics["rollout/decision_yes"] = sum(t.decision == "yes" for t in decided) / len(decided)
@@ -65,7 +67,27 @@ def trajectories_to_trl(trajectories: list[Trajectory]) -> dict[str, list]:
         "tool_failures": [t.tool_failures for t in trajectories],
         "truncated": [t.truncated for t in trajectories],
         "searches": [t.searches for t in trajectories],
+        "eflops": [t.eflops for t in trajectories],
     }
+
+
+def rollout_config_from_recipe(recipe) -> RolloutConfig:
+    """The engine settings of a recipe: its rollout limits, the env's top-k, and the kinetics attention budget."""
+    config = RolloutConfig(
+        max_new_tokens_per_turn=recipe.rollout.max_new_tokens_per_turn,
+        max_total_tokens=recipe.rollout.max_total_tokens,
+        max_obs_tokens=recipe.rollout.max_obs_tokens,
+        temperature=recipe.rollout.temperature,
+        top_p=recipe.rollout.top_p,
+        topk=recipe.env.topk,
+        attention=recipe.rollout.attention,
+        hardware=recipe.kinetics.hardware,
+    )
+    if recipe.rollout.attention == "block_topk":
+        from seekrl.kernels.attention import settings_from_section
+
+        config.block_topk = settings_from_section(recipe.kinetics)
+    return config
 
 
 def make_rollout_func(protocol: Protocol, client=None, config: RolloutConfig | None = None, seed: int | None = None):

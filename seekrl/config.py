@@ -72,8 +72,8 @@ class ModelSection:
         "offline models of seekrl.testing (tests, quickstart).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "Weight dtype when loading.")
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "seekrl_block_topk"] = _f(
-        "sdpa", "Attention kernel used for rollouts; seekrl_block_topk takes its budget from the kinetics section."
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = _f(
+        "sdpa", "Attention kernel of the model (training forward passes, prefill); see rollout.attention for decode."
     )
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
     lora: LoraSection = _f(LoraSection(), "LoRA settings.")
@@ -139,6 +139,9 @@ class RolloutSection:
     max_new_tokens_per_turn: int = _f(256, "Tokens the policy may generate before an action must close.")
     max_total_tokens: int = _f(2048, "Budget for all completion tokens of a trajectory (model + observations).")
     max_obs_tokens: int = _f(512, "Observations are truncated to this many tokens.")
+    attention: Literal["dense", "block_topk"] = _f(
+        "dense", "Decode attention during rollouts: dense, or block top-k with the kinetics section's budget."
+    )
     temperature: float = _f(1.0, "Sampling temperature for training rollouts.")
     top_p: float = _f(1.0, "Nucleus sampling threshold.")
 

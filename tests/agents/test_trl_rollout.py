@@ -72,3 +72,15 @@ def test_two_grpo_steps_move_the_policy_and_log_search_behaviour(tiny_searcher_d
     assert any(e["rollout/search_rate"] > 0 for e in logs)
     assert all("rewards/format/mean" in e and "rewards/em/mean" in e for e in logs)
     client.close()
+
+
+def test_rollout_config_from_recipe_takes_the_kinetics_budget():
+    from seekrl.agents.trl_adapter import rollout_config_from_recipe
+    from seekrl.config import load_recipe_dict
+
+    dense = rollout_config_from_recipe(load_recipe_dict({"rollout": {"max_obs_tokens": 99}, "env": {"topk": 5}}))
+    assert (dense.attention, dense.block_topk, dense.max_obs_tokens, dense.topk) == ("dense", None, 99, 5)
+    sparse = rollout_config_from_recipe(load_recipe_dict(
+        {"rollout": {"attention": "block_topk"}, "kinetics": {"block_size": 16, "topk": 64, "local": 32}}))
+    assert sparse.attention == "block_topk"
+    assert (sparse.block_topk.block_size, sparse.block_topk.topk, sparse.block_topk.local) == (16, 64, 32)
