@@ -90,6 +90,25 @@ def rollout_config_from_recipe(recipe) -> RolloutConfig:
     return config
 
 
+def apply_kinetics_plan(recipe, model_config, prompt_len: int):
+    """Let the Kinetics planner set a recipe's rollout budget when `kinetics.eflops_budget` is given.
+
+    The plan (block size x top-k, max new tokens, group size; seekrl.kernels.kinetics.plan) is written into the
+    recipe: `kinetics.block_size/topk`, `rollout.max_total_tokens`, `grpo.num_generations`, and rollouts switch
+    to block top-k attention. Returns the plan, or None when no budget is set (the recipe stays as it is).
+    """
+    from seekrl.kernels.kinetics import plan_from_section
+
+    if recipe.kinetics.eflops_budget is None:
+        return None
+    chosen = plan_from_section(recipe.kinetics, model_config, prompt_len)
+    recipe.kinetics.block_size, recipe.kinetics.topk = chosen.block_size, chosen.topk
+    recipe.rollout.max_total_tokens = chosen.max_new_tokens
+    recipe.rollout.attention = "block_topk"
+    recipe.grpo.num_generations = chosen.group_size
+    return chosen
+
+
 def make_rollout_func(protocol: Protocol, client=None, config: RolloutConfig | None = None, seed: int | None = None):
     """A `rollout_func(prompts, trainer)` that rolls out `protocol` with the trainer's current policy.
 

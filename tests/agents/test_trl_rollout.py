@@ -84,3 +84,21 @@ def test_rollout_config_from_recipe_takes_the_kinetics_budget():
         {"rollout": {"attention": "block_topk"}, "kinetics": {"block_size": 16, "topk": 64, "local": 32}}))
     assert sparse.attention == "block_topk"
     assert (sparse.block_topk.block_size, sparse.block_topk.topk, sparse.block_topk.local) == (16, 64, 32)
+
+
+def test_kinetics_plan_sets_the_rollout_budget():
+    from seekrl.agents.trl_adapter import apply_kinetics_plan
+    from seekrl.config import load_recipe_dict
+    from seekrl.kernels.kinetics import MODEL_CONFIGS, block_topk_eflops
+
+    recipe = load_recipe_dict({})
+    assert apply_kinetics_plan(recipe, MODEL_CONFIGS["Qwen3-8B"], 512) is None and recipe.rollout.attention == "dense"
+    budget = float(block_topk_eflops(MODEL_CONFIGS["Qwen3-8B"], 512, 1024, 8, "h200", 32, 16, 128)) * 1.01
+    recipe = load_recipe_dict({"kinetics": {"eflops_budget": budget, "local": 128}})
+    plan = apply_kinetics_plan(recipe, MODEL_CONFIGS["Qwen3-8B"], 512)
+    assert plan.eflops <= budget
+    assert recipe.rollout.attention == "block_topk"
+    assert (recipe.kinetics.block_size, recipe.kinetics.topk) == (plan.block_size, plan.topk)
+    assert (recipe.rollout.max_total_tokens, recipe.grpo.num_generations) == (plan.max_new_tokens, plan.group_size)
+    # The planner maximises generated tokens x samples: at least what the reference point buys.
+    assert plan.max_new_tokens * plan.group_size >= 1024 * 8
