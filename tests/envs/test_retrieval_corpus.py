@@ -44,7 +44,8 @@ def test_docstore_round_trip_is_exact_and_hash_ignores_file_format(small_corpus,
     assert reopened.doc(123) == {"id": expected[123][0], "contents": expected[123][1]}
 
     wiki18 = tmp_path / "same.jsonl"
-    wiki18.write_text("".join(json.dumps({"id": i, "contents": c}, ensure_ascii=False) + "\n" for i, c in expected))
+    wiki18.write_text("".join(json.dumps({"id": i, "contents": c}, ensure_ascii=False) + "\n"
+                              for i, c in expected))
     assert DocStore.build(wiki18, tmp_path / "b", progress=False).sha256 == store.sha256
 
 
