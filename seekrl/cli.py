@@ -13,7 +13,9 @@ import typer
 
 from seekrl import __version__
 from seekrl.cost_cli import cost
+from seekrl.eval_cli import eval_command
 from seekrl.retriever_cli import retriever_app
+from seekrl.train_cli import train_command
 
 app = typer.Typer(
     name="seekrl",
@@ -26,6 +28,8 @@ recipe_app = typer.Typer(help="Check and inspect recipe YAML files.", no_args_is
 app.add_typer(recipe_app, name="recipe")
 app.add_typer(retriever_app, name="retriever")
 app.command("cost")(cost)
+app.command("eval")(eval_command)
+app.command("train")(train_command)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

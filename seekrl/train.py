@@ -1,0 +1,269 @@
+"""`seekrl train`: GRPO on Ray Train, one TRL GRPOTrainer per worker with the seekrl rollout engine.
+
+Setup (on the driver, before Ray starts, so a bad recipe costs nothing): load and check the training data, bind
+the reward functions, check the environment and the model path. Run: a Ray Train `TorchTrainer` whose workers
+each build the policy, the retrieval client, the protocol and a `GRPOTrainer(rollout_func=...)`, report metrics
+and checkpoints through `RayTrainReportCallback`, and resume from the latest Ray checkpoint when there is one.
+Cleanup: rank 0 saves the final model with `save_pretrained` (LoRA merged when asked) beside the resolved recipe,
+so `seekrl eval` and `seekrl serve` load it by path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from seekrl.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
+
+log = logging.getLogger(__name__)
+
+FINAL_DIR = "final"
+RECIPE_FILE = "recipe.yaml"
+
+
+class TrainError(RuntimeError):
+    """A training run that cannot start or did not finish; the message says why."""
+
+
+@dataclass
+class RunPlan:
+    """What the driver checked before starting Ray."""
+
+    recipe: Recipe
+    rows: list[dict]
+    output_dir: Path
+    storage_path: Path
+
+
+def training_rows(recipe: Recipe) -> list[dict]:
+    """Training examples for TRL: `prompt` (the question), gold answers and the record id."""
+    from seekrl.data import load_from_spec
+
+    if not recipe.data.train:
+        raise RecipeError("data.train is empty: give at least one dataset (path, and name for Hub datasets)")
+    rows = []
+    for spec in recipe.data.train:
+        for record in load_from_spec(spec, recipe.data.max_answer_chars):
+            rows.append({"prompt": record.question, "golden_answers": record.answers, "id": record.id})
+    if not rows:
+        raise RecipeError("data.train has no usable records")
+    return rows
+
+
+def plan_run(recipe: Recipe, resume: bool = False) -> RunPlan:
+    """Check everything a run needs that can be checked without Ray or a model; raise one clear error."""
+    from seekrl.rewards import build_reward_funcs
+
+    build_reward_funcs(recipe.rewards)
+    if recipe.env.kind == "index":
+        if not recipe.env.index_dir or not Path(recipe.env.index_dir).is_dir():
+            raise RecipeError(f"env.index_dir {recipe.env.index_dir!r} is not a directory: build one with "
+                              "`seekrl retriever build`")
+    if recipe.env.kind == "url" and not recipe.env.url:
+        raise RecipeError("env.kind is url but env.url is empty")
+    if recipe.grpo.per_device_train_batch_size % recipe.grpo.num_generations:
+        raise RecipeError(f"grpo.per_device_train_batch_size ({recipe.grpo.per_device_train_batch_size}) must be a "
+                          f"multiple of grpo.num_generations ({recipe.grpo.num_generations})")
+    if recipe.deepspeed.stage and not recipe.ray.use_gpu:
+        raise RecipeError("deepspeed.stage needs ray.use_gpu: true (DeepSpeed ZeRO runs on GPUs)")
+    output_dir = Path(recipe.output.dir).resolve()
+    storage = output_dir / "ray"
+    if (storage / recipe.name).exists() and not resume:
+        raise TrainError(f"{storage / recipe.name} holds an earlier run: pass --resume to continue it, or set "
+                         "output.dir (or name) for a new run")
+    return RunPlan(recipe=recipe, rows=training_rows(recipe), output_dir=output_dir, storage_path=storage)
+
+
+def make_client(env):
+    """The retrieval client of a recipe's env section (None when the agent has no tools)."""
+    from seekrl.envs.client import HTTPClient, InProcessClient
+    from seekrl.envs.index import load_index
+
+    if env.kind == "index":
+        return InProcessClient(load_index(env.index_dir), default_topk=env.topk)
+    if env.kind == "url":
+        return HTTPClient(env.url, api_key=env.api_key, timeout_s=env.timeout_s, max_retries=env.max_retries,
+                          backoff_s=env.retry_backoff_s, default_topk=env.topk)
+    return None
+
+
+def grpo_args(recipe: Recipe, output_dir: str, use_cpu: bool):
+    """TRL GRPOConfig from the recipe's grpo section (plus the rollout length and the reward weights)."""
+    from trl import GRPOConfig
+
+    from seekrl.rewards import build_reward_funcs
+
+    g = recipe.grpo
+    _, weights = build_reward_funcs(recipe.rewards)
+    return GRPOConfig(
+        output_dir=output_dir,
+        num_generations=g.num_generations,
+        beta=g.beta,
+        epsilon=g.epsilon,
+        loss_type=g.loss_type,
+        scale_rewards=g.scale_rewards,
+        learning_rate=g.learning_rate,
+        lr_scheduler_type=g.lr_scheduler_type,
+        warmup_steps=g.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
+        per_device_train_batch_size=g.per_device_train_batch_size,
+        gradient_accumulation_steps=g.gradient_accumulation_steps,
+        max_steps=g.max_steps,
+        num_train_epochs=g.num_train_epochs,
+        max_grad_norm=g.max_grad_norm,
+        logging_steps=g.logging_steps,
+        save_strategy="steps",
+        save_steps=g.save_steps,
+        save_total_limit=recipe.ray.num_checkpoints_to_keep,
+        max_completion_length=recipe.rollout.max_total_tokens,
+        temperature=max(recipe.rollout.temperature, 1e-6),
+        reward_weights=weights,
+        report_to=list(recipe.output.report_to),
+        gradient_checkpointing=recipe.model.gradient_checkpointing,
+        use_cpu=use_cpu,
+        seed=recipe.seed,
+        data_seed=recipe.data.shuffle_seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        deepspeed=deepspeed_config(recipe),
+    )
+
+
+def deepspeed_config(recipe: Recipe) -> str | dict | None:
+    """The DeepSpeed config for ZeRO stage 2/3 (a file from the recipe, else the one in recipes/deepspeed/)."""
+    ds = recipe.deepspeed
+    if not ds.stage:
+        return None
+    if ds.config_file:
+        return ds.config_file
+    config = {
+        "zero_optimization": {"stage": ds.stage, "overlap_comm": True, "contiguous_gradients": True},
+        "bf16": {"enabled": "auto"},
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+    }
+    if ds.offload_optimizer:
+        config["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if ds.offload_param and ds.stage == 3:
+        config["zero_optimization"]["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return config
+
+
+def lora_config(recipe: Recipe):
+    from peft import LoraConfig
+
+    lora = recipe.model.lora
+    if not lora.enabled:
+        return None
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Runs on every Ray Train worker: build the policy and a GRPOTrainer, train, save (rank 0)."""
+    import ray.train
+    import torch
+    from datasets import Dataset
+    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+    from trl import GRPOTrainer
+
+    from seekrl.agents import make_protocol
+    from seekrl.agents.trl_adapter import make_rollout_func, rollout_config_from_recipe
+    from seekrl.config import load_recipe_dict
+    from seekrl.models import load_model, load_tokenizer
+    from seekrl.rewards import build_reward_funcs
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    recipe = load_recipe_dict(config["recipe"])
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    torch.manual_seed(recipe.seed)
+    use_cpu = not recipe.ray.use_gpu
+
+    tokenizer = load_tokenizer(recipe.model.name_or_path)
+    model = load_model(recipe.model.name_or_path, dtype=recipe.model.dtype,
+                       attn_implementation=recipe.model.attn_implementation)
+    protocol = make_protocol(recipe.agent.protocol, recipe.agent.max_turns, recipe.agent.max_query_chars,
+                             recipe.agent.adasearch_mode)
+    client = make_client(recipe.env) if protocol.uses_tools else None
+    rollout_func = make_rollout_func(protocol, client, rollout_config_from_recipe(recipe), seed=recipe.seed + rank)
+    funcs, _ = build_reward_funcs(recipe.rewards)
+
+    work_dir = Path(config["output_dir"]) / "hf" / f"rank{rank}"
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=grpo_args(recipe, str(work_dir), use_cpu),
+        train_dataset=Dataset.from_list(config["rows"]),
+        processing_class=tokenizer,
+        rollout_func=rollout_func,
+        peft_config=lora_config(recipe),
+    )
+    trainer.add_callback(RayTrainReportCallback())
+    trainer = prepare_trainer(trainer)
+
+    resume_from = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            local = work_dir / "resume"
+            import shutil
+
+            shutil.rmtree(local, ignore_errors=True)
+            shutil.copytree(Path(ckpt_dir) / RayTrainReportCallback.CHECKPOINT_NAME, local)
+            resume_from = str(local)
+    trainer.train(resume_from_checkpoint=resume_from)
+
+    if rank == 0:
+        save_final(trainer, recipe, Path(config["output_dir"]))
+    if client is not None:
+        client.close()
+
+
+def save_final(trainer, recipe: Recipe, output_dir: Path) -> Path:
+    """save_pretrained of the trained policy (LoRA merged when asked) plus tokenizer, recipe and history."""
+    final = output_dir / FINAL_DIR
+    final.mkdir(parents=True, exist_ok=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if recipe.model.lora.enabled and recipe.model.lora.merge_on_save:
+        model = model.merge_and_unload()
+    model.save_pretrained(final)
+    trainer.processing_class.save_pretrained(final)
+    (final / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
+    (output_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    return final
+
+
+def train(recipe: Recipe, resume: bool = False):
+    """Run a recipe on Ray (embedded or at `ray.address`); returns the Ray Train `Result`."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    plan = plan_run(recipe, resume)
+    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    (plan.output_dir / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
+    if not ray.is_initialized():
+        ray.init(address=recipe.ray.address, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {k: v for k, v in os.environ.items()
+                                           if k.startswith(("HF_", "SEEKRL_", "TRANSFORMERS_", "TRITON_"))}})
+    resources = dict(recipe.ray.resources_per_worker) or None
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"recipe": recipe_to_dict(recipe), "rows": plan.rows, "output_dir": str(plan.output_dir)},
+        scaling_config=ScalingConfig(num_workers=recipe.ray.num_workers, use_gpu=recipe.ray.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=recipe.name,
+            storage_path=str(plan.storage_path),
+            checkpoint_config=CheckpointConfig(num_to_keep=recipe.ray.num_checkpoints_to_keep),
+            failure_config=FailureConfig(max_failures=recipe.ray.max_failures),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise TrainError(f"training failed: {result.error}")
+    return result

@@ -1,0 +1,71 @@
+"""`seekrl train` on Ray: GRPO steps with 2 workers move the parameters; bad recipes fail before Ray starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+SEEKRL = str(Path(sys.executable).parent / "seekrl")
+
+
+def _recipe(tmp_path: Path, model_dir: Path, index_dir: Path, shared_data: Path, **extra) -> Path:
+    recipe = {
+        "name": "tiny",
+        "model": {"name_or_path": str(model_dir), "dtype": "float32"},
+        "data": {"train": [{"path": str(shared_data / "multihop" / "questions.jsonl"), "limit": 8}]},
+        "env": {"kind": "index", "index_dir": str(index_dir), "topk": 2},
+        "agent": {"protocol": "search_r1", "max_turns": 2},
+        "rollout": {"max_new_tokens_per_turn": 24, "max_total_tokens": 160, "max_obs_tokens": 64},
+        "rewards": [{"name": "format", "args": {"protocol": "search_r1"}}, {"name": "em"}],
+        "grpo": {"num_generations": 2, "per_device_train_batch_size": 2, "max_steps": 2, "save_steps": 1,
+                 "learning_rate": 5e-3},
+        "ray": {"num_workers": 2},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    for key, value in extra.items():
+        section, field = key.split("__")
+        recipe[section][field] = value
+    path = tmp_path / "recipe.yaml"
+    path.write_text("# seekrl train recipe.yaml\n" + yaml.safe_dump(recipe))
+    return path
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_train_with_two_ray_workers_moves_parameters(tiny_searcher_dir, bm25_dir, shared_data, tmp_path):
+    recipe = _recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data)
+    result = subprocess.run([SEEKRL, "train", str(recipe)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = tmp_path / "run" / "final"
+    assert (final / "recipe.yaml").exists() and (final / "tokenizer_config.json").exists()
+    before, after = _weights(tiny_searcher_dir), _weights(final)
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert moved, "training changed no parameter"
+    history = json.loads((tmp_path / "run" / "log_history.json").read_text())
+    steps = [h for h in history if "rollout/search_rate" in h]
+    assert len(steps) == 2 and all("rewards/format/mean" in h for h in steps)
+    checkpoints = list((tmp_path / "run" / "ray" / "tiny").glob("checkpoint_*"))
+    assert checkpoints, "Ray Train stored checkpoints"
+
+
+def test_bad_recipe_fails_before_ray_starts(tmp_path, tiny_text_dir, bm25_dir, shared_data):
+    recipe = _recipe(tmp_path, tiny_text_dir, bm25_dir, shared_data)
+    text = recipe.read_text().replace("num_generations:", "num_generation:")
+    recipe.write_text(text)
+    result = subprocess.run([SEEKRL, "train", str(recipe)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "unknown key 'grpo.num_generation'; did you mean 'grpo.num_generations'?" in result.stderr
+    assert "Started a local Ray instance" not in result.stderr + result.stdout
+    missing = _recipe(tmp_path, tiny_text_dir, tmp_path / "no-index", shared_data)
+    result = subprocess.run([SEEKRL, "train", str(missing)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "is not a directory: build one with `seekrl retriever build`" in result.stderr
