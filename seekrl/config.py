@@ -68,8 +68,8 @@ class ModelSection:
 
     name_or_path: str = _f(
         "seekrl-tiny-text",
-        "Hugging Face id or local directory of the policy. 'seekrl-tiny-text' / 'seekrl-tiny-vl' build the tiny "
-        "offline models of seekrl.testing (tests, quickstart).",
+        "Hugging Face id or local directory of the policy. 'seekrl-tiny-text', 'seekrl-tiny-vl' and "
+        "'seekrl-tiny-searcher' (format-trained) build the tiny offline models of seekrl.testing.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "Weight dtype when loading.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = _f(
@@ -225,6 +225,27 @@ class OutputSection:
 
 
 @dataclass
+class EvalSection:
+    """`seekrl eval`: benchmarks come from data.eval, the agent from model/agent/env/rollout."""
+
+    out_dir: str | None = _f(None, "Output directory of the evaluation; None uses output.dir/eval.")
+    limit: int | None = _f(None, "Evaluate only the first N questions of each benchmark.")
+    num_workers: int = _f(1, "Ray actors the questions are sharded over (one model replica each); 1 runs in-process.")
+    batch_size: int = _f(16, "Questions per batched rollout, and the unit of work handed to a worker.")
+    attention: list[str] = _f(
+        [], "Decode attention settings to compare, e.g. [dense, 'block_topk:256']; empty uses rollout.attention."
+    )
+    temperature: float = _f(0.0, "Sampling temperature; 0 is greedy decoding (deterministic).")
+    top_p: float = _f(1.0, "Nucleus sampling threshold when temperature > 0.")
+    num_samples: int = _f(1, "Samples per question; above 1 (with temperature > 0) pass@k is reported.")
+    awareness_probe: int = _f(
+        0, "k parametric-mode samples per question for the F1_aware oracle label (0 = no probe, no F1_aware)."
+    )
+    awareness_threshold: float = _f(0.5, "Threshold p: label 'yes' (no search needed) when the solve rate >= p.")
+    awareness_temperature: float = _f(1.0, "Sampling temperature of the awareness probe (as in training).")
+
+
+@dataclass
 class Recipe:
     """A complete job description: one YAML file, one section per component."""
 
@@ -241,6 +262,7 @@ class Recipe:
     ray: RaySection = _f(RaySection(), "Ray cluster and scaling.")
     deepspeed: DeepSpeedSection = _f(DeepSpeedSection(), "DeepSpeed ZeRO.")
     output: OutputSection = _f(OutputSection(), "Outputs.")
+    eval: EvalSection = _f(EvalSection(), "Evaluation (seekrl eval).")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,11 +19,11 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-TINY_MODELS = {"seekrl-tiny-text": "text", "seekrl-tiny-vl": "vl"}
+TINY_MODELS = {"seekrl-tiny-text": "text", "seekrl-tiny-vl": "vl", "seekrl-tiny-searcher": "searcher"}
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
-    """A Hub id or directory as given; `seekrl-tiny-text` / `seekrl-tiny-vl` become the tiny offline models."""
+    """A Hub id or directory as given; `seekrl-tiny-text`, `-vl` and `-searcher` become the tiny offline models."""
     name = str(name_or_path)
     if name in TINY_MODELS:
         from seekrl.testing import tiny_model_dir

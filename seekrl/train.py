@@ -36,6 +36,7 @@ class RunPlan:
     rows: list[dict]
     output_dir: Path
     storage_path: Path
+    model_path: str
 
 
 def training_rows(recipe: Recipe) -> list[dict]:
@@ -55,6 +56,7 @@ def training_rows(recipe: Recipe) -> list[dict]:
 
 def plan_run(recipe: Recipe, resume: bool = False) -> RunPlan:
     """Check everything a run needs that can be checked without Ray or a model; raise one clear error."""
+    from seekrl.models import resolve_model_path
     from seekrl.rewards import build_reward_funcs
 
     build_reward_funcs(recipe.rewards)
@@ -62,6 +64,8 @@ def plan_run(recipe: Recipe, resume: bool = False) -> RunPlan:
         if not recipe.env.index_dir or not Path(recipe.env.index_dir).is_dir():
             raise RecipeError(f"env.index_dir {recipe.env.index_dir!r} is not a directory: build one with "
                               "`seekrl retriever build`")
+        # Ray workers run in their own working directory: they get absolute paths.
+        recipe.env.index_dir = str(Path(recipe.env.index_dir).resolve())
     if recipe.env.kind == "url" and not recipe.env.url:
         raise RecipeError("env.kind is url but env.url is empty")
     if recipe.grpo.per_device_train_batch_size % recipe.grpo.num_generations:
@@ -74,7 +78,12 @@ def plan_run(recipe: Recipe, resume: bool = False) -> RunPlan:
     if (storage / recipe.name).exists() and not resume:
         raise TrainError(f"{storage / recipe.name} holds an earlier run: pass --resume to continue it, or set "
                          "output.dir (or name) for a new run")
-    return RunPlan(recipe=recipe, rows=training_rows(recipe), output_dir=output_dir, storage_path=storage)
+    rows = training_rows(recipe)
+    # Resolved once here: a tiny offline model is built on the driver, not by every worker at once.
+    model_path = resolve_model_path(recipe.model.name_or_path)
+    if Path(model_path).exists():
+        model_path = str(Path(model_path).resolve())
+    return RunPlan(recipe=recipe, rows=rows, output_dir=output_dir, storage_path=storage, model_path=model_path)
 
 
 def make_client(env):
@@ -183,8 +192,8 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(recipe.seed)
     use_cpu = not recipe.ray.use_gpu
 
-    tokenizer = load_tokenizer(recipe.model.name_or_path)
-    model = load_model(recipe.model.name_or_path, dtype=recipe.model.dtype,
+    tokenizer = load_tokenizer(config["model_path"])
+    model = load_model(config["model_path"], dtype=recipe.model.dtype,
                        attn_implementation=recipe.model.attn_implementation)
     protocol = make_protocol(recipe.agent.protocol, recipe.agent.max_turns, recipe.agent.max_query_chars,
                              recipe.agent.adasearch_mode)
@@ -237,6 +246,23 @@ def save_final(trainer, recipe: Recipe, output_dir: Path) -> Path:
     return final
 
 
+def step_table(log_history: list[dict]) -> str:
+    """One line per logged step: reward, each reward component, search rate, turns, tool failures, length."""
+    rows = [h for h in log_history if "reward" in h and "step" in h]
+    if not rows:
+        return "(no training step was logged)"
+    components = sorted({k for h in rows for k in h if k.startswith("rewards/") and k.endswith("/mean")})
+    columns = ["step", "reward", *components, "rollout/search_rate", "rollout/turns", "rollout/tool_failures",
+               "completions/mean_length"]
+    names = [c.removeprefix("rewards/").removesuffix("/mean").removeprefix("rollout/").removeprefix("completions/")
+             for c in columns]
+    lines = ["  ".join(f"{n:>12s}" for n in names)]
+    for h in rows:
+        lines.append("  ".join(f"{h.get(c, float('nan')):12.3f}" if c != "step" else f"{h['step']:12d}"
+                               for c in columns))
+    return "\n".join(lines)
+
+
 def train(recipe: Recipe, resume: bool = False):
     """Run a recipe on Ray (embedded or at `ray.address`); returns the Ray Train `Result`."""
     import ray
@@ -247,13 +273,17 @@ def train(recipe: Recipe, resume: bool = False):
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     (plan.output_dir / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
     if not ray.is_initialized():
-        ray.init(address=recipe.ray.address, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {k: v for k, v in os.environ.items()
-                                           if k.startswith(("HF_", "SEEKRL_", "TRANSFORMERS_", "TRITON_"))}})
+        env_vars = {k: v for k, v in os.environ.items() if k.startswith(("HF_", "SEEKRL_", "TRANSFORMERS_", "TRITON_"))}
+        if recipe.ray.address:
+            ray.init(address=recipe.ray.address, runtime_env={"env_vars": env_vars})
+        else:
+            # The embedded cluster listens on loopback only.
+            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, runtime_env={"env_vars": env_vars})
     resources = dict(recipe.ray.resources_per_worker) or None
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"recipe": recipe_to_dict(recipe), "rows": plan.rows, "output_dir": str(plan.output_dir)},
+        train_loop_config={"recipe": recipe_to_dict(recipe), "rows": plan.rows, "output_dir": str(plan.output_dir),
+                           "model_path": plan.model_path},
         scaling_config=ScalingConfig(num_workers=recipe.ray.num_workers, use_gpu=recipe.ray.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(

@@ -27,5 +27,12 @@ def train_command(
         result = train(resolved, resume=resume)
     except (RecipeError, DataError, TrainError, ValueError) as err:
         raise fail(str(err)) from None
-    final = Path(resolved.output.dir).resolve() / "final"
-    typer.echo(f"done: {result.metrics.get('step', '?')} steps; model saved to {final}")
+    import json
+
+    from seekrl.train import step_table
+
+    out = Path(resolved.output.dir).resolve()
+    history = out / "log_history.json"
+    if history.exists():
+        typer.echo(step_table(json.loads(history.read_text())))
+    typer.echo(f"done: {result.metrics.get('step', '?')} steps; model saved to {out / 'final'}")
