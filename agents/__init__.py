@@ -22,4 +22,8 @@ def make_protocol(name: str, max_turns: int = 4, max_query_chars: int = 512, ada
         return AdaSearch("parametric", max_turns, max_query_chars)
     if name == "gog":
         return GlanceOrGaze(max_turns, max_query_chars)
-    raise ValueError(f"unknown protocol {name!r}; choose one of search_r1, adasearch, parametric, gog")
+    if name == "rag":
+        from seekrl.agents.rag import RAG
+
+        return RAG(max_turns, max_query_chars)
+    raise ValueError(f"unknown protocol {name!r}; choose one of search_r1, adasearch, parametric, gog, rag")
