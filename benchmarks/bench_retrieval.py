@@ -1,14 +1,18 @@
 """Retrieval quality and speed on the multihop corpus (441 questions, 6,200 passages, gold passage ids).
 
 Prints, from one run:
-1. recall@1/5/10 per dataset for bm25, dense and hybrid (RRF) indexes;
+1. recall@1/5/10 per dataset for bm25, dense and the two hybrid fusions (RRF, convex at --alpha), then the
+   convex fusion over a grid of alpha (--alphas), and whether each hybrid beats the better single retriever;
 2. in-process BM25 queries/s of seekrl (bm25s) beside rank_bm25's BM25Okapi on the same tokens; the speedup
    is only reported when both rank the gold passages about equally well (recall@10 within 0.03);
 3. dense passage encoding passages/s on this machine (a fixed sample, measured every run) and whether the
    full-corpus embeddings came from the on-disk cache.
 
-    python benchmarks/bench_retrieval.py                      # defaults: MiniLM, RRF k=60, depth 100
-    python benchmarks/bench_retrieval.py --passage-format title_text --sweep
+    python benchmarks/bench_retrieval.py          # defaults: MiniLM over title_text, depth 100, RRF k=60, alpha 0.5
+    python benchmarks/bench_retrieval.py --passage-format contents --norm zscore --sweep
+
+alpha is fixed before looking at these questions (0.5: equal shares, no tuning data); the grid shows how
+sensitive the result is to it, it is not a place to pick a per-dataset value.
 """
 
 from __future__ import annotations
@@ -34,12 +38,20 @@ def parse_args(argv=None):
     parser.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench_retrieval",
                         help="Where the indexes are built (rebuilt every run; embeddings come from the cache).")
     parser.add_argument("--encoder", default="default", help="Dense encoder name or path.")
-    parser.add_argument("--passage-format", choices=("contents", "title_text"), default="contents",
-                        help="What the dense encoder sees: the stored '\"Title\"\\ntext' or 'Title text'.")
+    parser.add_argument("--passage-format", choices=("contents", "title_text"), default="title_text",
+                        help="What the dense encoder sees: 'Title text' or the stored '\"Title\"\\ntext'.")
+    parser.add_argument("--fusion", choices=("rrf", "convex"), default="convex",
+                        help="Fusion of the HybridIndex whose query throughput is timed.")
     parser.add_argument("--rrf-k", type=float, default=60.0, help="Hybrid RRF constant k.")
     parser.add_argument("--depth", type=int, default=100, help="Hybrid candidates per retriever.")
     parser.add_argument("--weights", type=float, nargs=2, default=(1.0, 1.0), metavar=("BM25", "DENSE"),
                         help="Hybrid RRF weights.")
+    parser.add_argument("--alpha", type=float, default=0.5,
+                        help="Convex fusion: dense share (BM25 gets 1 - alpha); the one default reported.")
+    parser.add_argument("--norm", choices=("minmax", "zscore"), default="minmax",
+                        help="Convex fusion: per-query score normalisation.")
+    parser.add_argument("--alphas", type=float, nargs="+", default=(0.3, 0.4, 0.5, 0.6, 0.7),
+                        help="Convex fusion: alpha grid printed for sensitivity.")
     parser.add_argument("--sweep", action="store_true",
                         help="Also print hybrid recall@10 over a grid of rrf_k x depth (parameter sensitivity).")
     parser.add_argument("--encode-sample", type=int, default=256, help="Passages encoded to measure passages/s.")
@@ -47,16 +59,31 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def recall_table(index, questions, ks=(1, 5, 10)) -> dict:
-    """{dataset: {k: mean recall@k}}, each question's gold passages counted fractionally."""
-    rows, _ = index.search([q["question"] for q in questions], max(ks))
+def recall_table(rows, questions, store, ks=(1, 5, 10)) -> dict:
+    """{dataset: {k: mean recall@k}} of ranked row lists, each question's gold passages counted fractionally."""
     table: dict = defaultdict(lambda: defaultdict(list))
-    for q, row_list in zip(questions, rows.tolist()):
+    for q, row_list in zip(questions, rows):
         gold = set(q["gold_doc_ids"])
         for k in ks:
-            found = {index.store.ids[r] for r in row_list[:k] if r >= 0}
+            found = {store.ids[r] for r in row_list[:k] if r >= 0}
             table[q["dataset"]][k].append(len(found & gold) / len(gold))
     return {d: {k: float(np.mean(v)) for k, v in table[d].items()} for d in table}
+
+
+def fused_rows(fuse, bm25_hits, dense_hits, k=10) -> list[list[int]]:
+    """Per question, the rows of `fuse(rankings, scores, k)` over the (rows, scores) of both retrievers."""
+    (b_rows, b_scores), (d_rows, d_scores) = bm25_hits, dense_hits
+    return [[row for row, _ in fuse([br.tolist(), dr.tolist()], [bs.tolist(), ds.tolist()], k)]
+            for br, bs, dr, ds in zip(b_rows, b_scores, d_rows, d_scores)]
+
+
+def print_recall(tables: dict, counts: dict, width: int = 20) -> None:
+    print(f"{'dataset':18s} {'n':>4s} | " + " | ".join(f"{n:^{width}s}" for n in tables))
+    print(f"{'':18s} {'':>4s} | " + " | ".join(f"{'@1':>6s}{'@5':>7s}{'@10':>7s}".center(width) for _ in tables))
+    for d in DATASETS:
+        cells = " | ".join(f"{tables[n][d][1]:6.3f}{tables[n][d][5]:7.3f}{tables[n][d][10]:7.3f}".center(width)
+                           for n in tables)
+        print(f"{d:18s} {counts[d]:4d} | {cells}")
 
 
 def rank_bm25_recall_and_speed(index, questions, k=10):
@@ -103,7 +130,7 @@ def main(argv=None) -> int:
     from seekrl.envs.bm25 import BM25Index
     from seekrl.envs.corpus import DocStore
     from seekrl.envs.dense import DenseIndex, Encoder, cache_dir, passage_embeddings
-    from seekrl.envs.hybrid import HybridIndex, rrf_fuse
+    from seekrl.envs.hybrid import HybridIndex, convex_fuse, rrf_fuse
 
     corpus = args.data / "corpus.jsonl"
     questions = [json.loads(line) for line in (args.data / "questions.jsonl").read_text().splitlines() if line]
@@ -126,42 +153,60 @@ def main(argv=None) -> int:
     passage_embeddings(encoder, store, progress=True)
     embed_s = time.perf_counter() - start
     dense = DenseIndex.build(store, encoder, progress=False)
-    hybrid = HybridIndex(bm25, dense, rrf_k=args.rrf_k, depth=args.depth, weights=tuple(args.weights))
 
-    tables = {name: recall_table(index, questions) for name, index in
-              (("bm25", bm25), ("dense", dense), ("hybrid", hybrid))}
-    print(f"\n## recall (hybrid: RRF k={args.rrf_k:g}, depth {args.depth}, weights {list(args.weights)})")
-    print(f"{'dataset':18s} {'n':>4s} | " + " | ".join(f"{n:^20s}" for n in tables))
-    print(f"{'':18s} {'':>4s} | " + " | ".join(f"{'@1':>6s}{'@5':>7s}{'@10':>7s}" for _ in tables))
-    for d in DATASETS:
-        cells = " | ".join(f"{tables[n][d][1]:6.3f}{tables[n][d][5]:7.3f}{tables[n][d][10]:7.3f}" for n in tables)
-        print(f"{d:18s} {counts[d]:4d} | {cells}")
+    # Both candidate lists are computed once at the hybrid depth; every fused row below goes through the same
+    # fuse functions HybridIndex.search uses (its own search is timed at the end and checked against them).
+    queries = [q["question"] for q in questions]
+    depth = max(args.depth, 100 if args.sweep else 0)
+    bm25_hits = bm25.search(queries, depth)
+    dense_hits = dense.search(queries, depth)
+    top = lambda hits, dp: (hits[0][:, :dp], hits[1][:, :dp])  # noqa: E731
+    rrf = lambda rk, sc, k: rrf_fuse(rk, list(args.weights), args.rrf_k, k)  # noqa: E731
+    convex = {a: (lambda rk, sc, k, a=a: convex_fuse(rk, sc, [1 - a, a], k, args.norm)) for a in
+              sorted({args.alpha, *args.alphas})}
+    b, d_ = top(bm25_hits, args.depth), top(dense_hits, args.depth)
+    tables = {"bm25": recall_table(bm25_hits[0][:, :10].tolist(), questions, store),
+              "dense": recall_table(dense_hits[0][:, :10].tolist(), questions, store),
+              "hybrid rrf": recall_table(fused_rows(rrf, b, d_), questions, store),
+              f"hybrid convex a={args.alpha:g}": recall_table(fused_rows(convex[args.alpha], b, d_), questions, store)}
+    print(f"\n## recall (depth {args.depth}; rrf: k={args.rrf_k:g}, weights {list(args.weights)}; "
+          f"convex: (1-a)*bm25 + a*dense, {args.norm} normalisation, a={args.alpha:g} fixed a priori)")
+    print_recall(tables, counts)
+
+    grid = {f"convex a={a:g}": recall_table(fused_rows(convex[a], b, d_), questions, store) for a in args.alphas}
+    print(f"\n## convex fusion over alpha ({args.norm}; sensitivity only, the default stays a={args.alpha:g})")
+    print_recall(grid, counts)
+
     print("\nhybrid vs the better single retriever at recall@10:")
-    all_beat = True
-    for d in DATASETS:
-        best = max(tables["bm25"][d][10], tables["dense"][d][10])
-        beat = tables["hybrid"][d][10] > best
-        all_beat &= beat
-        print(f"  {d:18s} hybrid {tables['hybrid'][d][10]:.3f} vs best single {best:.3f}: "
-              f"{'beats' if beat else 'DOES NOT beat'} ({tables['hybrid'][d][10] - best:+.3f})")
-    print(f"  hybrid beats the better single retriever on every dataset: {all_beat}")
+    all_beat = {}
+    for name in ("hybrid rrf", f"hybrid convex a={args.alpha:g}"):
+        all_beat[name] = True
+        for d in DATASETS:
+            best = max(tables["bm25"][d][10], tables["dense"][d][10])
+            beat = tables[name][d][10] > best
+            all_beat[name] &= beat
+            print(f"  {name:22s} {d:18s} {tables[name][d][10]:.3f} vs best single {best:.3f}: "
+                  f"{'beats' if beat else 'DOES NOT beat'} ({tables[name][d][10] - best:+.3f})")
+    for name, beat in all_beat.items():
+        print(f"  {name} beats the better single retriever on every dataset: {beat}")
+
+    hybrid = HybridIndex(bm25, dense, fusion=args.fusion, rrf_k=args.rrf_k, depth=args.depth,
+                         weights=tuple(args.weights), alpha=args.alpha, norm=args.norm)
+    expected = fused_rows(rrf if args.fusion == "rrf" else convex[args.alpha], b, d_)
+    consistent = hybrid.search(queries, 10)[0].tolist() == [r + [-1] * (10 - len(r)) for r in expected]
+    print(f"HybridIndex(fusion={args.fusion}).search gives the rows above: {consistent}")
 
     if args.sweep:
-        # Rankings are computed once at the deepest depth; each cell fuses their prefixes exactly as
-        # HybridIndex.search does (same rrf_fuse), without re-encoding the questions 20 times.
+        # Each cell fuses prefixes of the depth-100 rankings exactly as HybridIndex.search does (same rrf_fuse).
         depths = (10, 20, 50, 100)
-        queries = [q["question"] for q in questions]
-        bm25_rows, _ = bm25.search(queries, max(depths))
-        dense_rows, _ = dense.search(queries, max(depths))
-        print("\n## hybrid recall@10 sensitivity (rows rrf_k, columns depth; cells hotpotqa/musique/2wiki)")
+        print("\n## hybrid RRF recall@10 sensitivity (rows rrf_k, columns depth; cells hotpotqa/musique/2wiki)")
         print(f"{'rrf_k':>6s} | " + " | ".join(f"{'depth ' + str(dp):^20s}" for dp in depths))
         for rrf_k in (1, 10, 30, 60, 100):
             cells = []
             for dp in depths:
-                fused = [[row for row, _ in rrf_fuse([b[:dp].tolist(), d[:dp].tolist()], list(args.weights), rrf_k, 10)]
-                         for b, d in zip(bm25_rows, dense_rows)]
-                table = _recall_from_rows(fused, questions, bm25.store)
-                cells.append("/".join(f"{table[d]:.3f}" for d in DATASETS))
+                fuse = lambda rk, sc, k, rrf_k=rrf_k: rrf_fuse(rk, list(args.weights), rrf_k, k)  # noqa: E731
+                table = recall_table(fused_rows(fuse, top(bm25_hits, dp), top(dense_hits, dp)), questions, store)
+                cells.append("/".join(f"{table[d][10]:.3f}" for d in DATASETS))
             print(f"{rrf_k:6d} | " + " | ".join(f"{c:^20s}" for c in cells))
 
     print("\n## BM25 in-process speed (441 questions, top-10)")
@@ -188,14 +233,6 @@ def main(argv=None) -> int:
           f"({cache_dir()})")
     print(f"query throughput (batched, top-10): dense {dense_qps:.0f} q/s, hybrid {hybrid_qps:.0f} q/s")
     return 0
-
-
-def _recall_from_rows(rows, questions, store, k=10) -> dict:
-    recall: dict = defaultdict(list)
-    for q, row_list in zip(questions, rows):
-        gold = set(q["gold_doc_ids"])
-        recall[q["dataset"]].append(len({store.ids[r] for r in row_list[:k] if r >= 0} & gold) / len(gold))
-    return {d: float(np.mean(v)) for d, v in recall.items()}
 
 
 def _qps(index, questions) -> float:

@@ -45,7 +45,7 @@ class BuildOptions:
     query_prefix: str | None = None
     passage_prefix: str | None = None
     batch_size: int = 32
-    passage_format: Literal["contents", "title_text"] = "contents"
+    passage_format: Literal["contents", "title_text"] = "title_text"  # dense.DEFAULT_PASSAGE_FORMAT: why there
     faiss_type: Literal["flat", "ivf", "hnsw"] = "flat"
     nlist: int = 4096
     nprobe: int = 64
@@ -56,9 +56,12 @@ class BuildOptions:
     k1: float = 1.5
     b: float = 0.75
     stemmer: str | None = None
-    rrf_k: float = 60.0
-    depth: int = 100
-    weights: tuple[float, float] = field(default=(1.0, 1.0))
+    fusion: Literal["rrf", "convex"] = "convex"  # hybrid fusion; definitions and defaults in envs/hybrid.py
+    rrf_k: float = 60.0  # rrf only
+    depth: int = 100  # candidates per retriever (both fusions)
+    weights: tuple[float, float] = field(default=(1.0, 1.0))  # rrf only: (bm25, dense)
+    alpha: float = 0.5  # convex only: dense share, BM25 gets 1 - alpha
+    norm: Literal["minmax", "zscore"] = "minmax"  # convex only: per-query score normalisation
 
 
 def build_index(corpus: str | Path, out: str | Path, kind: Kind, options: BuildOptions | None = None,
@@ -66,11 +69,13 @@ def build_index(corpus: str | Path, out: str | Path, kind: Kind, options: BuildO
     """Read `corpus` once, build the `kind` index into `out` and return it ready to search."""
     from seekrl.envs.bm25 import BM25Index
     from seekrl.envs.dense import DenseIndex, Encoder
-    from seekrl.envs.hybrid import HybridIndex
+    from seekrl.envs.hybrid import HybridIndex, check_fusion
 
     options = options or BuildOptions()
     if kind not in ("bm25", "dense", "hybrid"):
         raise IndexDirError(f"unknown index kind {kind!r}; use bm25, dense or hybrid")
+    if kind == "hybrid":
+        check_fusion(options.fusion, options.alpha, options.norm)  # before the expensive part
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -100,7 +105,8 @@ def build_index(corpus: str | Path, out: str | Path, kind: Kind, options: BuildO
         manifest["dense"] = {"encoder": encoder.config(), **dense.params}
     index: Searcher = bm25 or dense
     if kind == "hybrid":
-        index = HybridIndex(bm25, dense, rrf_k=options.rrf_k, depth=options.depth, weights=options.weights)
+        index = HybridIndex(bm25, dense, fusion=options.fusion, rrf_k=options.rrf_k, depth=options.depth,
+                            weights=options.weights, alpha=options.alpha, norm=options.norm)
         manifest["hybrid"] = index.params
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return index
@@ -118,7 +124,11 @@ def read_manifest(directory: str | Path) -> dict:
 
 
 def load_index(directory: str | Path, **hybrid_overrides) -> Searcher:
-    """Open an index directory built by `build_index`; hybrid parameters (rrf_k, depth, weights) may be overridden."""
+    """Open an index directory built by `build_index`.
+
+    Hybrid parameters (fusion, rrf_k, depth, weights, alpha, norm) may be overridden; a manifest written before
+    convex fusion existed has no fusion entry and loads as the RRF it was built with.
+    """
     from seekrl.envs.bm25 import BM25Index
     from seekrl.envs.dense import DenseIndex
     from seekrl.envs.hybrid import HybridIndex
@@ -131,9 +141,10 @@ def load_index(directory: str | Path, **hybrid_overrides) -> Searcher:
         return BM25Index.load(directory / "bm25", store)
     if kind == "dense":
         return DenseIndex.load(directory / "dense", store)
-    params = {**manifest["hybrid"], **hybrid_overrides}
+    params = {"fusion": "rrf", **manifest["hybrid"], **hybrid_overrides}
+    params["weights"] = tuple(params["weights"])
     return HybridIndex(BM25Index.load(directory / "bm25", store), DenseIndex.load(directory / "dense", store),
-                       rrf_k=params["rrf_k"], depth=params["depth"], weights=tuple(params["weights"]))
+                       **params)
 
 
 def retrieve(index: Searcher, queries: list[str], topk: int, return_scores: bool = False) -> list[list[dict]]:

@@ -35,6 +35,16 @@ class PassageFormat(str, Enum):
     title_text = "title_text"
 
 
+class Fusion(str, Enum):
+    rrf = "rrf"
+    convex = "convex"
+
+
+class ScoreNorm(str, Enum):
+    minmax = "minmax"
+    zscore = "zscore"
+
+
 def _fail(message: str) -> typer.Exit:
     from seekrl.cli import fail
 
@@ -65,14 +75,21 @@ def build(
              "order, instead of encoding; it is referenced, not copied.")] = None,
     batch_size: Annotated[int, typer.Option(help="Encoder batch size.")] = 32,
     passage_format: Annotated[PassageFormat, typer.Option(
-        help="What the encoder sees: contents ('\"Title\"\\ntext' as stored, like FlashRAG) or title_text "
-             "('Title text').")] = PassageFormat.contents,
+        help="What the encoder sees: title_text ('Title text', as sentence-transformers encodes) or contents "
+             "('\"Title\"\\ntext' as stored, like FlashRAG).")] = PassageFormat.title_text,
     stemmer: Annotated[str | None, typer.Option(
         help="BM25 Snowball stemmer language (e.g. english); none by default.")] = None,
-    rrf_k: Annotated[float, typer.Option(help="Hybrid: RRF constant k.")] = 60.0,
+    fusion: Annotated[Fusion, typer.Option(
+        help="Hybrid: rrf (reciprocal-rank fusion) or convex ((1 - alpha) * BM25 + alpha * dense, scores normalised "
+             "per query).")] = Fusion.convex,
+    rrf_k: Annotated[float, typer.Option(help="Hybrid rrf: RRF constant k.")] = 60.0,
     depth: Annotated[int, typer.Option(help="Hybrid: candidates taken from each retriever before fusion.")] = 100,
-    bm25_weight: Annotated[float, typer.Option(help="Hybrid: RRF weight of the BM25 ranking.")] = 1.0,
-    dense_weight: Annotated[float, typer.Option(help="Hybrid: RRF weight of the dense ranking.")] = 1.0,
+    bm25_weight: Annotated[float, typer.Option(help="Hybrid rrf: RRF weight of the BM25 ranking.")] = 1.0,
+    dense_weight: Annotated[float, typer.Option(help="Hybrid rrf: RRF weight of the dense ranking.")] = 1.0,
+    alpha: Annotated[float, typer.Option(
+        help="Hybrid convex: dense share in [0, 1]; BM25 gets 1 - alpha.")] = 0.5,
+    norm: Annotated[ScoreNorm, typer.Option(
+        help="Hybrid convex: per-query score normalisation over each retriever's candidates.")] = ScoreNorm.minmax,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index in --out.")] = False,
 ) -> None:
     """Build an index from a corpus into a directory (loaded later by path)."""
@@ -88,8 +105,8 @@ def build(
         encoder=encoder, query_prefix=query_prefix, passage_prefix=passage_prefix, batch_size=batch_size,
         passage_format=passage_format.value,
         faiss_type=faiss_type.value, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
-        faiss_file=str(faiss_file) if faiss_file else None, stemmer=stemmer, rrf_k=rrf_k, depth=depth,
-        weights=(bm25_weight, dense_weight))
+        faiss_file=str(faiss_file) if faiss_file else None, stemmer=stemmer, fusion=fusion.value, rrf_k=rrf_k,
+        depth=depth, weights=(bm25_weight, dense_weight), alpha=alpha, norm=norm.value)
     try:
         index = build_index(corpus, out, kind.value, options, overwrite=overwrite)
     except (CorpusError, EncoderError, IndexDirError, ValueError) as err:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from seekrl.envs.corpus import DocStore, iter_corpus
-from seekrl.envs.dense import Encoder, default_encoder_path, default_prefixes, passage_embeddings
+from seekrl.envs.dense import PASSAGE_FORMATS, Encoder, default_encoder_path, default_prefixes, passage_embeddings
 from seekrl.envs.hybrid import HybridIndex, rrf_fuse
 from seekrl.envs.index import BuildOptions, IndexDirError, build_index, load_index, read_manifest, retrieve
 
@@ -92,6 +92,9 @@ def test_encoder_defaults_and_prefixes():
     assert default_prefixes("sentence-transformers/all-MiniLM-L6-v2") == ("", "")
     assert Encoder("intfloat/e5-base-v2").query_prefix == "query: "
     assert Encoder("intfloat/e5-base-v2", query_prefix="").query_prefix == ""
+    # Default passage text: 'Title text' (see dense.DEFAULT_PASSAGE_FORMAT), the same for indexes built by options.
+    assert Encoder().passage_format == BuildOptions().passage_format == "title_text"
+    assert PASSAGE_FORMATS["title_text"]('"Paris"\nParis is the capital.') == "Paris Paris is the capital."
 
 
 @pytest.mark.parametrize("faiss_type", ["ivf", "hnsw"])
@@ -158,7 +161,7 @@ def test_rrf_hand_computed_example():
 
 
 def test_hybrid_is_rrf_of_its_parts_and_round_trips(hybrid_dir):
-    index = load_index(hybrid_dir)
+    index = load_index(hybrid_dir, fusion="rrf")
     assert isinstance(index, HybridIndex)
     queries = ["German media group", "Polish music channel launched in 2000", "who founded the company"]
     bm25_rows, _ = index.bm25.search(queries, 100)
@@ -168,7 +171,7 @@ def test_hybrid_is_rrf_of_its_parts_and_round_trips(hybrid_dir):
         expected = rrf_fuse([bm25_rows[i].tolist(), dense_rows[i].tolist()], [1.0, 1.0], 60, 5)
         assert rows[i].tolist() == [r for r, _ in expected]
         np.testing.assert_allclose(scores[i], [s for _, s in expected], rtol=1e-6)
-    tuned = load_index(hybrid_dir, rrf_k=5, depth=20, weights=[1.0, 0.0])
+    tuned = load_index(hybrid_dir, fusion="rrf", rrf_k=5, depth=20, weights=[1.0, 0.0])
     # With the dense weight at 0 the fused order is BM25's own order.
     assert tuned.search(queries, 5)[0][0].tolist() == [r for r in bm25_rows[0][:5].tolist()]
 

@@ -28,14 +28,29 @@ def test_build_hybrid_records_fusion_parameters(small_corpus, embedding_cache, t
     monkeypatch.setenv("SEEKRL_CACHE_DIR", str(embedding_cache.parent))
     out = tmp_path / "hybrid"
     result = runner.invoke(app, ["retriever", "build", "--corpus", str(small_corpus), "--kind", "hybrid",
-                                 "--out", str(out), "--rrf-k", "30", "--depth", "50", "--dense-weight", "0.5"])
+                                 "--out", str(out), "--fusion", "rrf", "--rrf-k", "30", "--depth", "50",
+                                 "--dense-weight", "0.5"])
     assert result.exit_code == 0, result.output
     manifest = read_manifest(out)
-    assert manifest["hybrid"] == {"rrf_k": 30.0, "depth": 50, "weights": [1.0, 0.5]}
+    assert manifest["hybrid"] == {"fusion": "rrf", "rrf_k": 30.0, "depth": 50, "weights": [1.0, 0.5],
+                                  "alpha": 0.5, "norm": "minmax"}
     assert manifest["dense"]["encoder"]["name"] == "default"
     assert load_index(out).params == manifest["hybrid"]
     # The passages were encoded once for the whole session: the CLI build reused the cached embeddings.
     assert len(list(embedding_cache.glob("*.npy"))) == 1
+
+
+def test_build_hybrid_convex_options(small_corpus, embedding_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEEKRL_CACHE_DIR", str(embedding_cache.parent))
+    out = tmp_path / "convex"
+    result = runner.invoke(app, ["retriever", "build", "--corpus", str(small_corpus), "--kind", "hybrid",
+                                 "--out", str(out), "--alpha", "0.7", "--norm", "zscore"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
+    assert manifest["hybrid"]["fusion"] == "convex"  # the default fusion
+    assert (manifest["hybrid"]["alpha"], manifest["hybrid"]["norm"]) == (0.7, "zscore")
+    assert manifest["dense"]["encoder"]["passage_format"] == "title_text"
+    assert load_index(out).params == manifest["hybrid"]
 
 
 def test_user_errors_exit_2_with_one_line(tmp_path, small_corpus):
@@ -43,6 +58,8 @@ def test_user_errors_exit_2_with_one_line(tmp_path, small_corpus):
         ["build", "--corpus", str(tmp_path / "missing.jsonl"), "--kind", "bm25", "--out", str(tmp_path / "o")],
         ["build", "--corpus", str(small_corpus), "--kind", "bm25", "--out", str(tmp_path / "o2"),
          "--faiss-file", str(tmp_path / "nope.index")],
+        ["build", "--corpus", str(small_corpus), "--kind", "hybrid", "--out", str(tmp_path / "o3"),
+         "--alpha", "2"],
         ["serve", "--index", str(tmp_path)],
         ["serve", "--index", str(tmp_path), "--topk", "0"],
     ]
