@@ -66,3 +66,32 @@ def test_eval_recipe_runs_the_recipe_protocol(shared_data, tmp_path, capsys):
     # Parametric mode has no tools, and the token budget of the recipe holds.
     assert all(x["num_searches"] == 0 and x["tokens"]["generated"] <= 32 for x in lines)
     assert summary["results"]["dense"]["average"]["search_rate"] == 0.0
+
+
+@pytest.mark.slow
+def test_sampling_is_seeded_per_question_and_reports_pass_at_k(shared_data, tmp_path, capsys):
+    """pass@k samples: the same per question whatever the batching, so sharded runs reproduce them."""
+    args = ["eval", "--quiet", "--model", "seekrl-tiny-text", "--protocol", "parametric",
+            "--benchmarks", str(shared_data / "qa" / "dev_popqa.jsonl"), "--limit", "3", "--temperature", "1.0",
+            "--num-samples", "3", "--max-new-tokens-per-turn", "12", "--max-total-tokens", "24"]
+    assert main([*args, "--batch-size", "1", "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--batch-size", "3", "--out", str(tmp_path / "b")]) == 0
+    a = [json.loads(x) for x in (tmp_path / "a" / "predictions.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "b" / "predictions.jsonl").read_text().splitlines()]
+    assert [x["trajectory"]["text"] for x in a] == [x["trajectory"]["text"] for x in b]
+    assert all(len(x["samples"]) == 3 and x["pass_at_k"] == max(s["em"] for s in x["samples"]) for x in a)
+    # It really samples: another seed draws other texts.
+    assert main([*args, "--seed", "1", "--out", str(tmp_path / "c")]) == 0
+    c = [json.loads(x) for x in (tmp_path / "c" / "predictions.jsonl").read_text().splitlines()]
+    assert [x["trajectory"]["text"] for x in a] != [x["trajectory"]["text"] for x in c]
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["results"]["dense"]["average"]["pass_at_k"] >= summary["results"]["dense"]["average"]["em"]
+    assert "pass@3" in (tmp_path / "a" / "summary.md").read_text()
+    capsys.readouterr()
+
+
+def test_greedy_with_several_samples_is_refused(shared_data, tmp_path, capsys):
+    code = main(["eval", "--model", "seekrl-tiny-text", "--protocol", "parametric", "--num-samples", "4",
+                 "--benchmarks", str(shared_data / "qa" / "dev_popqa.jsonl"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "--num-samples > 1 needs sampling: set --temperature above 0" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`seekrl eval` end to end on the shared real data: the tiny format-trained searcher over BM25 of the multihop corpus."""
+"""`seekrl eval` end to end on the shared real data: the tiny format-trained searcher, BM25 over the multihop corpus."""
 
 from __future__ import annotations
 
