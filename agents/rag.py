@@ -41,7 +41,7 @@ class RAG(Protocol):
         self._documents: dict[str, list[dict]] = {}
 
     def prepare(self, questions: list[str], client, topk: int) -> list[list[dict]]:
-        """Retrieve `topk` passages for every question (one batched call); returns them in question order.
+        """Retrieve `topk` passages for every question of a batch (one call); returns them in question order.
 
         Raises the client's `ToolError` when retrieval fails: a RAG baseline without its documents would
         silently become the parametric baseline.
@@ -50,7 +50,8 @@ class RAG(Protocol):
             raise ValueError("the rag protocol needs a retriever (an index directory or a /retrieve URL)")
         unique = list(dict.fromkeys(q.strip() for q in questions))
         results = client.search(unique, topk)
-        self._documents.update(zip(unique, results, strict=True))
+        # Only the current batch's passages are kept: a long evaluation does not accumulate them.
+        self._documents = dict(zip(unique, results, strict=True))
         return [self._documents[q.strip()] for q in questions]
 
     def documents(self, question: str) -> list[dict]:

@@ -613,6 +613,8 @@ def _chunks(pending: list[tuple[str, str, QARecord]], size: int) -> list[tuple[s
 
 def _run_chunks(chunks, options: EvalOptions, on_done) -> None:
     """Run every chunk, calling `on_done(lines)` as each finishes: in-process, or over Ray actors."""
+    if not chunks:
+        return  # everything is in predictions.jsonl already: no model to load
     if options.num_workers == 1:
         worker = EvalWorker(options)
         for attention, benchmark, records in chunks:

@@ -95,3 +95,12 @@ def test_greedy_with_several_samples_is_refused(shared_data, tmp_path, capsys):
                  "--benchmarks", str(shared_data / "qa" / "dev_popqa.jsonl"), "--out", str(tmp_path / "o")])
     assert code == 2
     assert "--num-samples > 1 needs sampling: set --temperature above 0" in capsys.readouterr().err
+
+
+def test_image_benchmark_names_the_missing_rollout(shared_data, tmp_path, capsys):
+    """OK-VQA loads (images travel in the records) and is refused, with the reason, before a model loads."""
+    code = main(["eval", "--model", str(tmp_path / "no-such-model"), "--protocol", "parametric",
+                 "--benchmarks", str(shared_data / "multimodal" / "okvqa_20" / "dev.jsonl"), "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "benchmark 'okvqa_20' has images" in err and "Glance-or-Gaze (gog) rollout" in err
