@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from seekrl.testing import free_port, start_retriever_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,28 +45,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(index_dir: Path, port: int) -> subprocess.Popen:
-    import httpx
-
-    proc = subprocess.Popen([sys.executable, "-m", "seekrl.cli", "retriever", "serve", "--index", str(index_dir),
-                             "--port", str(port)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not become healthy in 120 s")
+    try:
+        return start_retriever_process(index_dir, port, timeout_s=120)
+    except RuntimeError as err:
+        raise SystemExit(str(err)) from None
 
 
 def batches(queries: list[str], size: int):

@@ -2,7 +2,7 @@
 
 - `corpus`: streaming readers for `{id, contents}` (wiki-18) and `{id, title, text}` corpora; the packed,
   memory-mapped `DocStore`.
-- `bm25`, `dense`, `hybrid`: the three index kinds (bm25s; sentence-transformers + FAISS; RRF of both).
+- `bm25`, `dense`, `hybrid`: the three index kinds (bm25s; sentence-transformers + FAISS; convex score fusion of both by default, reciprocal-rank fusion as an option).
 - `index`: `build_index` / `load_index` by directory (manifest.json) and `retrieve` (Search-R1 result lists).
 - `server`: the FastAPI app with Search-R1's `POST /retrieve` and `GET /health`; `batcher`: its cross-request
   micro-batching; `serve_ray`: the same app as a Ray Serve deployment with N replicas.

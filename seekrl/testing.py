@@ -413,3 +413,26 @@ class ThreadServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def start_retriever_process(index_dir, port: int, *extra: str, timeout_s: float = 60.0):
+    """`seekrl retriever serve` as a subprocess on 127.0.0.1:`port`; returns the Popen once /health answers."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "seekrl.cli", "retriever", "serve", "--index", str(index_dir),
+                             "--port", str(port), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"retrieval server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"retrieval server did not become healthy in {timeout_s:.0f} s")

@@ -201,7 +201,9 @@ def train_loop_per_worker(config: dict) -> None:
     rollout_func = make_rollout_func(protocol, client, rollout_config_from_recipe(recipe), seed=recipe.seed + rank)
     funcs, _ = build_reward_funcs(recipe.rewards)
 
-    work_dir = Path(config["output_dir"]) / "hf" / f"rank{rank}"
+    # One HF output directory for all ranks, as in plain distributed HF training: rank 0 writes the model,
+    # every rank its own RNG state, and each rank's RayTrainReportCallback reports that checkpoint.
+    work_dir = Path(config["output_dir"]) / "hf"
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=funcs,

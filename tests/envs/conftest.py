@@ -1,4 +1,7 @@
-"""Fixtures for the retrieval tests: real multihop passages, indexes built once per session, loopback servers."""
+"""Fixtures for the retrieval tests: real multihop passages and dense/hybrid indexes built once per session.
+
+The BM25 index, its in-process searcher and its loopback server (`bm25_dir`, `bm25_index`, `bm25_server`) come
+from tests/conftest.py, shared with the agent and training tests."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-from retrieval_helpers import ThreadServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -47,15 +49,6 @@ def embedding_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bm25_dir(multihop, tmp_path_factory) -> Path:
-    from seekrl.envs.index import build_index
-
-    out = tmp_path_factory.mktemp("indexes") / "bm25"
-    build_index(multihop / "corpus.jsonl", out, "bm25", progress=False)
-    return out
-
-
-@pytest.fixture(scope="session")
 def dense_dir(small_corpus, embedding_cache, tmp_path_factory) -> Path:
     from seekrl.envs.index import BuildOptions, build_index
 
@@ -71,19 +64,3 @@ def hybrid_dir(small_corpus, embedding_cache, dense_dir, tmp_path_factory) -> Pa
     out = tmp_path_factory.mktemp("indexes") / "hybrid"
     build_index(small_corpus, out, "hybrid", BuildOptions(cache_dir=str(embedding_cache)), progress=False)
     return out
-
-
-@pytest.fixture(scope="session")
-def bm25_index(bm25_dir):
-    from seekrl.envs.index import load_index
-
-    return load_index(bm25_dir)
-
-
-@pytest.fixture(scope="session")
-def bm25_server(bm25_index):
-    from seekrl.envs.server import create_app
-
-    server = ThreadServer(create_app(bm25_index)).start()
-    yield server
-    server.stop()

@@ -69,3 +69,20 @@ def test_bad_recipe_fails_before_ray_starts(tmp_path, tiny_text_dir, bm25_dir, s
     missing = _recipe(tmp_path, tiny_text_dir, tmp_path / "no-index", shared_data)
     result = subprocess.run([SEEKRL, "train", str(missing)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "is not a directory: build one with `seekrl retriever build`" in result.stderr
+
+
+def test_resume_continues_from_the_saved_step(tiny_searcher_dir, bm25_dir, shared_data, tmp_path):
+    recipe = _recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data, ray__num_workers=1)
+    first = subprocess.run([SEEKRL, "train", str(recipe), "grpo.max_steps=2"], capture_output=True, text=True,
+                           timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = subprocess.run([SEEKRL, "train", str(recipe), "grpo.max_steps=4"], capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    resumed = subprocess.run([SEEKRL, "train", str(recipe), "grpo.max_steps=4", "--resume"], capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    history = json.loads((tmp_path / "run" / "log_history.json").read_text())
+    steps = [h["step"] for h in history if "rollout/search_rate" in h]
+    # The resumed run starts after the checkpointed step 2 and ends at 4; steps 1-2 come from the checkpoint.
+    assert steps == [1, 2, 3, 4]
