@@ -502,6 +502,11 @@ def write_markdown(summary: dict, path: Path) -> None:
     path.write_text("\n".join(out) + "\n")
 
 
+def _agent_label(summary: dict) -> str:
+    name = summary["model"].rstrip("/").split("/")[-1]
+    return name if summary["model"].startswith(SCRIPTED_PREFIX) else f"{name}, protocol {summary['protocol']}"
+
+
 def _bars(summary: dict, key: str, title: str, ylabel: str, path: Path) -> None:
     import matplotlib
 
@@ -517,12 +522,12 @@ def _bars(summary: dict, key: str, title: str, ylabel: str, path: Path) -> None:
         values = [result["benchmarks"][b][key] for b in summary["benchmarks"]] + [result["average"][key]]
         xs = [j + (i - (len(attentions) - 1) / 2) * width for j in range(len(benchmarks))]
         bars = ax.bar(xs, values, width * 0.95, label=attention)
+        bars[-1].set_hatch("//")  # the average is not a benchmark: set it apart
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8, padding=2)
     ax.set_xticks(range(len(benchmarks)), benchmarks, rotation=20, ha="right")
     ax.set_ylim(0, 1.12)
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{title}\n{summary['model'].rstrip('/').split('/')[-1]}, protocol {summary['protocol']}",
-                 fontsize=10)
+    ax.set_title(f"{title}\n{_agent_label(summary)}", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     if len(attentions) > 1:
         ax.legend(title="attention", fontsize=8)
@@ -557,8 +562,7 @@ def _frontier(summary: dict, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel(f"eFLOPs per question ({summary['hardware']} profile, log scale)")
     ax.set_ylabel("EM")
-    ax.set_title(f"Accuracy vs cost across attention budgets\n{summary['model'].rstrip('/').split('/')[-1]}, "
-                 f"protocol {summary['protocol']}", fontsize=10)
+    ax.set_title(f"Accuracy vs cost across attention budgets\n{_agent_label(summary)}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
