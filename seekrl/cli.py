@@ -15,6 +15,7 @@ from seekrl import __version__
 from seekrl.cost_cli import cost
 from seekrl.eval_cli import eval_command
 from seekrl.retriever_cli import retriever_app
+from seekrl.submit_cli import jobs_app, submit_command
 from seekrl.train_cli import train_command
 
 app = typer.Typer(
@@ -30,6 +31,8 @@ app.add_typer(retriever_app, name="retriever")
 app.command("cost")(cost)
 app.command("eval")(eval_command)
 app.command("train")(train_command)
+app.command("submit")(submit_command)
+app.add_typer(jobs_app, name="jobs")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

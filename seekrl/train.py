@@ -278,6 +278,9 @@ def train(recipe: Recipe, resume: bool = False):
         env_vars = {k: v for k, v in os.environ.items() if k.startswith(("HF_", "SEEKRL_", "TRANSFORMERS_", "TRITON_"))}
         if recipe.ray.address:
             ray.init(address=recipe.ray.address, runtime_env={"env_vars": env_vars})
+        elif os.environ.get("RAY_ADDRESS"):
+            # Inside a job submitted with `seekrl submit`: the job's own runtime environment applies.
+            ray.init()
         else:
             # The embedded cluster listens on loopback only.
             ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, runtime_env={"env_vars": env_vars})

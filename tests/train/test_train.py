@@ -86,3 +86,19 @@ def test_resume_continues_from_the_saved_step(tiny_searcher_dir, bm25_dir, share
     steps = [h["step"] for h in history if "rollout/search_rate" in h]
     # The resumed run starts after the checkpointed step 2 and ends at 4; steps 1-2 come from the checkpoint.
     assert steps == [1, 2, 3, 4]
+
+
+def test_lora_variant_trains_adapters_and_saves_a_merged_model(tiny_searcher_dir, bm25_dir, shared_data, tmp_path):
+    recipe = _recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data, ray__num_workers=1)
+    # Three steps of groups of 4: enough for some group to have unequal rewards, hence a gradient.
+    result = subprocess.run([SEEKRL, "train", str(recipe), "grpo.max_steps=3", "grpo.num_generations=4",
+                             "grpo.per_device_train_batch_size=4", "model.lora.enabled=true",
+                             "model.lora.r=4", "model.lora.merge_on_save=true"], capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = tmp_path / "run" / "final"
+    before, after = _weights(tiny_searcher_dir), _weights(final)
+    assert set(after) == set(before), "the merged model has the base model's parameter names (no lora_ tensors)"
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert moved and all(any(m in k for m in ("proj",)) for k in moved), moved
+    assert not any(k.endswith(("embed_tokens.weight", "norm.weight")) for k in moved)
