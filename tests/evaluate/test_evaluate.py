@@ -17,11 +17,9 @@ LIMIT = 10
 
 
 @pytest.fixture(scope="module")
-def searcher_dir() -> Path:
-    """The format-trained tiny searcher from the user cache (~/.cache/seekrl), built once and reused across runs."""
-    from seekrl.testing import tiny_model_dir
-
-    return tiny_model_dir("searcher")
+def searcher_dir(tiny_searcher_dir) -> Path:
+    """The format-trained tiny searcher, built once per test session (tests/conftest.py)."""
+    return tiny_searcher_dir
 
 
 def run_eval(capsys, *args: str) -> tuple[int, str, str]:
