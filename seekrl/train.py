@@ -83,7 +83,32 @@ def plan_run(recipe: Recipe, resume: bool = False) -> RunPlan:
     model_path = resolve_model_path(recipe.model.name_or_path)
     if Path(model_path).exists():
         model_path = str(Path(model_path).resolve())
+    if recipe.kinetics.eflops_budget is not None:
+        plan_kinetics(recipe, model_path, rows)
     return RunPlan(recipe=recipe, rows=rows, output_dir=output_dir, storage_path=storage, model_path=model_path)
+
+
+def plan_kinetics(recipe: Recipe, model_path: str, rows: list[dict]):
+    """Let the Kinetics planner choose the attention budget, generation length and group size for the recipe's
+    eFLOPs budget, at the mean prompt length of the training set (rendered by the recipe's protocol)."""
+    from transformers import AutoConfig
+
+    from seekrl.agents import make_protocol
+    from seekrl.agents.trl_adapter import apply_kinetics_plan
+    from seekrl.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model_path)
+    protocol = make_protocol(recipe.agent.protocol, recipe.agent.max_turns, recipe.agent.max_query_chars,
+                             recipe.agent.adasearch_mode)
+    lengths = [len(tokenizer.apply_chat_template(protocol.messages(r["prompt"]), tokenize=True,
+                                                 add_generation_prompt=True)) for r in rows[:256]]
+    chosen = apply_kinetics_plan(recipe, AutoConfig.from_pretrained(model_path), round(sum(lengths) / len(lengths)))
+    log.warning("kinetics plan: block %d x top-%d (+%d local), %d new tokens, group %d: %.3g eFLOPs per prompt "
+                "(dense %.3g)", chosen.block_size, chosen.topk, chosen.local, chosen.max_new_tokens,
+                chosen.group_size, chosen.eflops, chosen.dense_eflops)
+    if recipe.grpo.per_device_train_batch_size % recipe.grpo.num_generations:
+        recipe.grpo.per_device_train_batch_size = recipe.grpo.num_generations
+    return chosen
 
 
 def make_client(env):

@@ -102,3 +102,29 @@ def test_lora_variant_trains_adapters_and_saves_a_merged_model(tiny_searcher_dir
     moved = [k for k in before if not torch.equal(before[k], after[k])]
     assert moved and all(any(m in k for m in ("proj",)) for k in moved), moved
     assert not any(k.endswith(("embed_tokens.weight", "norm.weight")) for k in moved)
+
+
+def test_eflops_budget_lets_the_planner_set_the_rollout(tiny_searcher_dir, bm25_dir, shared_data, tmp_path):
+    from seekrl.config import load_recipe
+    from seekrl.kernels.kinetics import block_topk_eflops
+    from seekrl.train import plan_run
+
+    recipe_path = _recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data)
+    recipe = load_recipe(recipe_path)
+    assert plan_run(recipe).recipe.rollout.attention == "dense"  # no budget: the recipe as written
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_searcher_dir)
+    budget = float(block_topk_eflops(config, 200, 256, 8, "h200", 16, 8, 16)) * 1.01
+    recipe = load_recipe(recipe_path, [f"kinetics.eflops_budget={budget}", "kinetics.local=16",
+                                       "kinetics.planner_block_sizes=[16]", "kinetics.planner_topks=[8]",
+                                       "kinetics.planner_max_new_tokens=[128,256,512]",
+                                       "kinetics.planner_group_sizes=[2,4,8]"])
+    planned = plan_run(recipe).recipe
+    assert planned.rollout.attention == "block_topk"
+    assert (planned.kinetics.block_size, planned.kinetics.topk) == (16, 8)
+    assert planned.grpo.num_generations in (2, 4, 8) and planned.rollout.max_total_tokens in (128, 256, 512)
+    assert planned.grpo.per_device_train_batch_size % planned.grpo.num_generations == 0
+    spent = float(block_topk_eflops(config, 200, planned.rollout.max_total_tokens, planned.grpo.num_generations,
+                                    "h200", 16, 8, 16))
+    assert spent <= budget * 1.2  # the plan was made at the mean prompt length, near 200 tokens here
