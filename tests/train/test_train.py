@@ -128,3 +128,35 @@ def test_eflops_budget_lets_the_planner_set_the_rollout(tiny_searcher_dir, bm25_
     spent = float(block_topk_eflops(config, 200, planned.rollout.max_total_tokens, planned.grpo.num_generations,
                                     "h200", 16, 8, 16))
     assert spent <= budget * 1.2  # the plan was made at the mean prompt length, near 200 tokens here
+
+
+def test_a_killed_worker_restarts_from_the_checkpoint(tiny_searcher_dir, bm25_dir, shared_data, tmp_path):
+    import time
+
+    import psutil
+
+    recipe = _recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data, ray__num_workers=1, ray__max_failures=1)
+    proc = subprocess.Popen([SEEKRL, "train", str(recipe), "grpo.max_steps=4"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    storage = tmp_path / "run" / "ray" / "tiny"
+    killed = None
+    deadline = time.monotonic() + 600
+    try:
+        # Wait for the first checkpoint, then kill the training worker (a descendant of this run's driver only).
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            if list(storage.glob("checkpoint_*")):
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    if "RayTrainWorker" in " ".join(child.cmdline()):
+                        child.kill()
+                        killed = child.pid
+                        break
+            time.sleep(0.5)
+        output, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed is not None, "no training worker was found to kill"
+    assert proc.returncode == 0, output[-3000:]
+    history = json.loads((tmp_path / "run" / "log_history.json").read_text())
+    steps = [h["step"] for h in history if "rollout/search_rate" in h]
+    assert steps[-1] == 4 and len(steps) == len(set(steps)), steps
