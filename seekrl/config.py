@@ -221,7 +221,9 @@ class OutputSection:
     """Where results go."""
 
     dir: str = _f("runs/default", "Output directory for checkpoints, logs and the resolved recipe.")
-    report_to: list[str] = _f([], "Trackers for TRL/transformers logging (e.g. tensorboard, wandb).")
+    report_to: list[str] = _f(
+        ["tensorboard"], "Trackers for TRL/transformers logging: tensorboard (event files in <dir>/tensorboard), wandb."
+    )
 
 
 @dataclass

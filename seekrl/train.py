@@ -211,6 +211,8 @@ def train_loop_per_worker(config: dict) -> None:
     from seekrl.rewards import build_reward_funcs
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    # transformers' TensorBoard callback writes its event files here (rank 0 only).
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(config["output_dir"]) / "tensorboard")
     recipe = load_recipe_dict(config["recipe"])
     context = ray.train.get_context()
     rank = context.get_world_rank()

@@ -56,6 +56,8 @@ def test_train_with_two_ray_workers_moves_parameters(tiny_searcher_dir, bm25_dir
     assert len(steps) == 2 and all("rewards/format/mean" in h for h in steps)
     checkpoints = list((tmp_path / "run" / "ray" / "tiny").glob("checkpoint_*"))
     assert checkpoints, "Ray Train stored checkpoints"
+    events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0, "TensorBoard event files are written by default"
 
 
 def test_bad_recipe_fails_before_ray_starts(tmp_path, tiny_text_dir, bm25_dir, shared_data):
