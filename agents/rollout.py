@@ -306,11 +306,6 @@ class RolloutEngine:
 
             for row, t in enumerate(live):
                 trajs[t].turn_tokens.append((len(turn_ids[row]), len(obs.get(row, []))))
-            for t, state in ((t, states[t]) for t in live):
-                traj = trajs[t]
-                traj.num_searches, traj.num_turns = state.num_searches, state.num_turns
-                traj.tool_failures, traj.decision = state.tool_failures, state.decision
-                traj.searches = list(state.searches)
 
             keep = sorted(obs)
             if not keep:
@@ -341,7 +336,10 @@ class RolloutEngine:
             live = [live[row] for row in keep]
             mask = self._compact(cache, mask)
 
-        for traj in trajs:
+        for traj, state in zip(trajs, states):
+            traj.num_searches, traj.num_turns = state.num_searches, state.num_turns
+            traj.tool_failures, traj.decision = state.tool_failures, state.decision
+            traj.searches = list(state.searches)
             traj.text = self.tokenizer.decode(traj.completion_ids, skip_special_tokens=True)
             traj.eflops, traj.eflops_dense = self._eflops(traj)
         return trajs

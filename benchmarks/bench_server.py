@@ -70,6 +70,18 @@ def in_process_qps(client, queries: list[str], batch: int, seconds: float) -> fl
     return done / (time.perf_counter() - start)
 
 
+def run_users(user, count: int, stride: int) -> float:
+    """Run `count` threads of `user(offset)` (offsets `stride` apart, so users send different queries) to the
+    end; returns the wall time."""
+    threads = [threading.Thread(target=user, args=(stride * i,)) for i in range(count)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
 def http_cell(url: str, queries: list[str], batch: int, concurrency: int, seconds: float, topk: int):
     """`concurrency` threads sharing one pooled httpx.Client, sending `batch`-query requests for `seconds`.
 
@@ -98,13 +110,7 @@ def http_cell(url: str, queries: list[str], batch: int, concurrency: int, second
                     latencies.append(elapsed)
                     errors += bad
 
-        threads = [threading.Thread(target=user, args=(17 * i,)) for i in range(concurrency)]
-        start = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - start
+        elapsed = run_users(user, concurrency, stride=17)
     return np.array(latencies), errors, len(latencies) * batch / elapsed
 
 
@@ -132,13 +138,7 @@ def load_test(url: str, queries: list[str], expected: dict, clients: int, second
                 counts["errors"] += error
                 counts["wrong"] += wrong
 
-    threads = [threading.Thread(target=user, args=(13 * i,)) for i in range(clients)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
+    elapsed = run_users(user, clients, stride=13)
     http.close()
     return counts, counts["requests"] * batch / elapsed
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
-import string
-from collections import Counter
 
 import pytest
+from official_eval import official_em, official_f1, official_normalize
 
 from seekrl.rewards import cover_exact_match, exact_match, f1_score, normalize_answer
 
@@ -78,40 +76,6 @@ def test_bad_golds_are_clear_errors():
         cover_exact_match("x", None)
 
 
-# The official scripts, verbatim apart from layout (SQuAD v1.1 evaluate-v1.1.py normalisation and EM;
-# HotpotQA hotpot_evaluate_v1.py F1), used as an independent reference on real data.
-def _official_normalize(s):
-    def remove_articles(text):
-        return re.sub(r"\b(a|an|the)\b", " ", text)
-
-    def white_space_fix(text):
-        return " ".join(text.split())
-
-    def remove_punc(text):
-        exclude = set(string.punctuation)
-        return "".join(ch for ch in text if ch not in exclude)
-
-    return white_space_fix(remove_articles(remove_punc(s.lower())))
-
-
-def _official_f1(prediction, ground_truth):
-    normalized_prediction = _official_normalize(prediction)
-    normalized_ground_truth = _official_normalize(ground_truth)
-    if normalized_prediction in ["yes", "no", "noanswer"] and normalized_prediction != normalized_ground_truth:
-        return 0
-    if normalized_ground_truth in ["yes", "no", "noanswer"] and normalized_prediction != normalized_ground_truth:
-        return 0
-    prediction_tokens = normalized_prediction.split()
-    ground_truth_tokens = normalized_ground_truth.split()
-    common = Counter(prediction_tokens) & Counter(ground_truth_tokens)
-    num_same = sum(common.values())
-    if num_same == 0:
-        return 0
-    precision = 1.0 * num_same / len(prediction_tokens)
-    recall = 1.0 * num_same / len(ground_truth_tokens)
-    return (2 * precision * recall) / (precision + recall)
-
-
 def test_agrees_with_official_scripts_on_real_answers(shared_data):
     golds = []
     for path in sorted((shared_data / "qa").glob("dev_*.jsonl")):
@@ -129,11 +93,11 @@ def test_agrees_with_official_scripts_on_real_answers(shared_data):
             other,
             gold[0][: len(gold[0]) // 2],
         ):
-            assert normalize_answer(prediction) == _official_normalize(prediction)
-            em = max(float(_official_normalize(prediction) == _official_normalize(g)) for g in gold)
+            assert normalize_answer(prediction) == official_normalize(prediction)
+            em = official_em(prediction, gold)
             assert exact_match(prediction, gold) == em
             assert f1_score(prediction, gold) == pytest.approx(
-                max(_official_f1(prediction, g) for g in gold), abs=1e-12
+                official_f1(prediction, gold), abs=1e-12
             )
             checked += 1
     assert checked == 5 * len(golds)
