@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path("recipes") / "deepspeed"
 # DeepSpeed's op name for the CPU shared-memory all-reduce (deepspeed.ops.op_builder.cpu.ShareMemCommBuilder.NAME).
 _SHM_OP = "deepspeed_shm_comm"
+# The optimizer section added for offload_optimizer: AdamW with the GRPO arguments' hyperparameters ("auto").
+OFFLOAD_OPTIMIZER = {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}}
 
 
 def default_config_path(stage: int) -> Path:
@@ -83,6 +85,10 @@ def deepspeed_config(recipe: Recipe) -> dict | None:
     if recipe.ray.use_gpu:
         if ds.offload_optimizer:
             zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+            # DeepSpeed refuses ZeRO-Offload with the trainer's torch AdamW (zero_force_ds_cpu_optimizer); with an
+            # optimizer section it builds DeepSpeedCPUAdam (a C++ extension compiled on first use), and the
+            # trainer keeps its own learning-rate schedule.
+            config.setdefault("optimizer", copy.deepcopy(OFFLOAD_OPTIMIZER))
         if ds.offload_param:
             zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     else:
@@ -120,10 +126,6 @@ def check_deepspeed(recipe: Recipe) -> None:
     if stage != ds.stage:
         raise RecipeError(f"deepspeed.stage is {ds.stage} but {ds.config_file or default_config_path(ds.stage)} "
                           f"sets zero_optimization.stage {stage!r}: make them agree")
-    if "optimizer" in config and not recipe.ray.use_gpu:
-        # DeepSpeed's own optimizers (Adam -> FusedAdam / DeepSpeedCPUAdam) are C++/CUDA extensions.
-        raise RecipeError("the deepspeed config has an 'optimizer' section, which CPU workers cannot build: remove it "
-                          "(the trainer's torch AdamW is used)")
 
 
 def worker_env_vars(recipe: Recipe) -> dict[str, str]:

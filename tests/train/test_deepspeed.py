@@ -89,6 +89,10 @@ def test_offload_switches_and_config_file(tmp_path):
                                           "deepspeed.offload_param=true"]))
     assert config["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert config["zero_optimization"]["offload_param"]["device"] == "cpu"
+    # DeepSpeed refuses ZeRO-Offload with a torch optimizer: the config asks for its AdamW (DeepSpeedCPUAdam).
+    assert config["optimizer"] == {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto",
+                                                               "weight_decay": "auto"}}
+    assert "optimizer" not in deepspeed_config(_ds_recipe(["deepspeed.stage=3", "ray.use_gpu=true"]))
     mine = tmp_path / "mine.json"
     mine.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": "auto"}))
     recipe = _ds_recipe(["deepspeed.stage=2", f"deepspeed.config_file={mine}"])
@@ -121,11 +125,10 @@ def test_bad_config_files_are_recipe_errors(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(RecipeError, match="is not valid JSON"):
         check_deepspeed(_ds_recipe(["deepspeed.stage=2", f"deepspeed.config_file={bad}"]))
-    with_optimizer = tmp_path / "opt.json"
-    with_optimizer.write_text(json.dumps({"zero_optimization": {"stage": 2}, "optimizer": {"type": "Adam"}}))
-    with pytest.raises(RecipeError, match="'optimizer' section, which CPU workers cannot build"):
-        check_deepspeed(_ds_recipe(["deepspeed.stage=2", f"deepspeed.config_file={with_optimizer}"]))
-    check_deepspeed(_ds_recipe(["deepspeed.stage=2", "ray.use_gpu=true", f"deepspeed.config_file={with_optimizer}"]))
+    not_an_object = tmp_path / "list.json"
+    not_an_object.write_text("[]")
+    with pytest.raises(RecipeError, match="must be a JSON object, got list"):
+        check_deepspeed(_ds_recipe(["deepspeed.stage=3", f"deepspeed.config_file={not_an_object}"]))
 
 
 def test_worker_settings_for_cpu_and_gpu():
