@@ -3,7 +3,9 @@
 The policy first reasons and writes `<assessment>yes</assessment>` ("my own knowledge suffices") or
 `<assessment>no</assessment>` ("I need to search"). Modes, each usable for training and evaluation:
 
-- `decide`: the trajectory ends at the assessment (stage-2 decision training, awareness probes);
+- `decide`: the adaptive prompt, but the trajectory ends at the assessment (stage-2 decision training). The
+  prompt is the adaptive one on purpose: the decision is trained in exactly the context in which the adaptive
+  agent makes it, so what stage 2 learns is what inference uses;
 - `parametric`: no tools, answer directly (stage-1 parametric solving, and the oracle for pseudo-labels);
 - `search`: the Search-R1 loop with AdaSearch's search prompt;
 - `adaptive`: decide, then act on the decision in the same trajectory: after `yes` only `<answer>` is valid,
@@ -27,12 +29,6 @@ from seekrl.agents.search_r1 import PROMPT as SEARCH_PROMPT
 from seekrl.agents.search_r1 import SEARCH_FAILED
 
 MODES = ("adaptive", "decide", "parametric", "search")
-
-DECIDE_PROMPT = (
-    "Decide whether you can answer the given question reliably from your own knowledge, without searching. "
-    "Reason inside <think> and </think>, then give your assessment: <assessment>yes</assessment> if your own "
-    "knowledge suffices, <assessment>no</assessment> if you need to search. Question: {question}\n"
-)
 
 PARAMETRIC_PROMPT = (
     "Answer the given question from your own knowledge; no search engine is available. Reason inside <think> "
@@ -83,7 +79,7 @@ class AdaSearch(Protocol):
 
     def messages(self, question: str) -> list[dict]:
         template = {
-            "decide": DECIDE_PROMPT,
+            "decide": ADAPTIVE_PROMPT,
             "parametric": PARAMETRIC_PROMPT,
             "search": SEARCH_PROMPT,
             "adaptive": ADAPTIVE_PROMPT,

@@ -16,7 +16,7 @@ from seekrl.cost_cli import cost
 from seekrl.eval_cli import eval_command
 from seekrl.retriever_cli import retriever_app
 from seekrl.submit_cli import jobs_app, submit_command
-from seekrl.train_cli import train_command
+from seekrl.train_cli import quickstart_command, train_command
 
 app = typer.Typer(
     name="seekrl",
@@ -31,6 +31,7 @@ app.add_typer(retriever_app, name="retriever")
 app.command("cost")(cost)
 app.command("eval")(eval_command)
 app.command("train")(train_command)
+app.command("quickstart")(quickstart_command)
 app.command("submit")(submit_command)
 app.add_typer(jobs_app, name="jobs")
 

@@ -192,6 +192,9 @@ class GRPOSection:
     max_grad_norm: float = _f(1.0, "Gradient clipping.")
     logging_steps: int = _f(1, "Log every N steps.")
     save_steps: int = _f(100, "Checkpoint every N steps.")
+    eval_steps: int = _f(0, "Every N steps (and after the last), evaluate on data.eval: EM, search rate, F1_aware "
+                            "(labels from label.samples parametric samples); 0 disables.")
+    eval_limit: int = _f(32, "Questions of data.eval used by the periodic evaluation.")
 
 
 @dataclass
@@ -248,6 +251,55 @@ class EvalSection:
 
 
 @dataclass
+class WorldSection:
+    """A synthetic knowledge world (seekrl.envs.world) generated for the run: the offline quickstart's data."""
+
+    enabled: bool = _f(False, "Generate the world into output.dir/world and train/evaluate on it: data.train, "
+                              "data.eval and env default to its questions and its BM25 index.")
+    num_people: int = _f(24, "Fictional people; each has 3 questions (birthplace, occupation, country of birth).")
+    known_fraction: float = _f(0.5, "Share of the people whose facts the warm start is taught (the rest only search finds).")
+
+
+@dataclass
+class SFTSection:
+    """Warm start by TRL SFTTrainer on scripted trajectories (seekrl.sft); world runs only. Two phases, as a real
+    model's knowledge comes from pre-training and its behaviour from fine-tuning: (1) the known facts alone,
+    (2) the naive policy's trajectories mixed with copies of the facts."""
+
+    knowledge_epochs: float = _f(60.0, "Phase 1: passes over the known facts (each phrasing); a tiny model needs "
+                                       "dozens before it recalls them.")
+    knowledge_learning_rate: float = _f(3e-3, "Phase 1 learning rate (constant after warm-up).")
+    epochs: float = _f(1.0, "Phase 2: epochs over the policy trajectories (the repeats below already repeat them).")
+    learning_rate: float = _f(1e-3, "Phase 2 peak learning rate (cosine schedule).")
+    batch_size: int = _f(16, "Trajectories per optimizer step.")
+    p_yes: float = _f(0.5, "Probability that the naive policy's assessment is 'yes', whatever it knows.")
+    knowledge_repeats: int = _f(10, "Phase 2: copies of each known fact mixed in, so phase 2 does not wash them out.")
+    search_repeats: int = _f(4, "Phase 2: copies of each scripted search trajectory.")
+    adaptive_repeats: int = _f(8, "Phase 2: adaptive-mode copies of each question, each with its own random assessment.")
+
+
+@dataclass
+class LabelSection:
+    """AdaSearch pseudo-labels: each training question's parametric solve rate over k samples, thresholded."""
+
+    samples: int = _f(8, "k: parametric-mode answers sampled per question.")
+    threshold: float = _f(0.5, "p: label 'yes' (answer without search) when the solve rate >= p, else 'no'.")
+    temperature: float = _f(1.0, "Sampling temperature of the k answers.")
+
+
+@dataclass
+class StageSpec:
+    """One stage of a multi-stage run; each starts from the model the previous stage produced."""
+
+    name: str = _f("stage", "Stage name: its outputs go to output.dir/stages/<name>.")
+    kind: Literal["sft", "grpo", "label"] = _f(
+        "grpo", "sft: warm start (sft section); grpo: a Ray Train GRPO run; label: solve-rate pseudo-labels of the "
+                "training questions (label section), used as decision_label by later stages.")
+    overrides: list[str] = _f([], "Dotted key=value overrides of the recipe for this stage only "
+                                  "(e.g. agent.adasearch_mode=decide).")
+
+
+@dataclass
 class Recipe:
     """A complete job description: one YAML file, one section per component."""
 
@@ -265,6 +317,10 @@ class Recipe:
     deepspeed: DeepSpeedSection = _f(DeepSpeedSection(), "DeepSpeed ZeRO.")
     output: OutputSection = _f(OutputSection(), "Outputs.")
     eval: EvalSection = _f(EvalSection(), "Evaluation (seekrl eval).")
+    world: WorldSection = _f(WorldSection(), "Synthetic knowledge world (quickstart).")
+    sft: SFTSection = _f(SFTSection(), "Warm-start SFT stage settings.")
+    label: LabelSection = _f(LabelSection(), "Pseudo-label stage settings.")
+    stages: list[StageSpec] = _f([], "Stages run in order in one job; empty runs one GRPO stage.")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -70,12 +70,12 @@ def _training_text() -> str:
     """The text above plus every prompt of the agent protocols, so the tiny models' prompts stay short."""
     from seekrl.agents import adasearch, gog, search_r1
 
-    prompts = [search_r1.PROMPT, search_r1.INVALID_ACTION, adasearch.DECIDE_PROMPT, adasearch.PARAMETRIC_PROMPT,
+    prompts = [search_r1.PROMPT, search_r1.INVALID_ACTION, adasearch.PARAMETRIC_PROMPT,
                adasearch.ADAPTIVE_PROMPT, *adasearch.INVALID.values(), gog.PROMPT, gog.INVALID_ACTION]
     return _TRAINING_TEXT + "\n".join(prompts)
 
 
-def train_tokenizer(vocab_size: int = 1024):
+def train_tokenizer(vocab_size: int = 1024, extra_text: str = ""):
     """Train a byte-level BPE tokenizer with Qwen's pre-tokenizer, special tokens and chat template.
 
     Returns a `transformers.Qwen2Tokenizer` (the class real Qwen checkpoints load as) with pad =
@@ -99,7 +99,8 @@ def train_tokenizer(vocab_size: int = 1024):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator([line for line in _training_text().splitlines() if line], trainer=trainer)
+    text = _training_text() + "\n" + extra_text
+    bpe.train_from_iterator([line for line in text.splitlines() if line], trainer=trainer)
     trained = json.loads(bpe.to_str())["model"]
     tok = Qwen2Tokenizer(
         vocab=trained["vocab"],
@@ -436,3 +437,25 @@ def start_retriever_process(index_dir, port: int, *extra: str, timeout_s: float 
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"retrieval server did not become healthy in {timeout_s:.0f} s")
+
+
+def build_world_model(world, out_dir: str | os.PathLike, seed: int = 0, hidden_size: int = 128,
+                      num_layers: int = 2, vocab_size: int = 2048) -> Path:
+    """A randomly initialised tiny Qwen2 whose tokenizer was also trained on a synthetic world's text
+    (seekrl.envs.world), so each fictional name is a token or two: the quickstart's base model."""
+    import torch
+    from transformers import GenerationConfig, Qwen2ForCausalLM
+
+    text = [d["contents"] for d in world.passages()]
+    text += [q["question"] for split in ("train", "heldout") for q in world.questions(split)]
+    tok = train_tokenizer(vocab_size, extra_text="\n".join(text))
+    config = tiny_qwen2_config(len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                               num_hidden_layers=num_layers, bos_token_id=None, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seekrl.config import Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
+from seekrl.zero import (check_deepspeed, gathered_for_save, grpo_kwargs, prepare_worker, worker_env_vars,
+                         wrap_rollout)
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,9 @@ class RunPlan:
     model_path: str
 
 
-def training_rows(recipe: Recipe) -> list[dict]:
-    """Training examples for TRL: `prompt` (the question), gold answers and the record id."""
+def training_rows(recipe: Recipe, labels: dict[str, str | None] | None = None) -> list[dict]:
+    """Training examples for TRL: `prompt` (the question), gold answers, the record id, and with `labels` (question
+    id -> "yes"/"no", from a label stage) the `decision_label` column that `decision_reward` reads."""
     from seekrl.data import load_from_spec
 
     if not recipe.data.train:
@@ -48,13 +51,21 @@ def training_rows(recipe: Recipe) -> list[dict]:
     rows = []
     for spec in recipe.data.train:
         for record in load_from_spec(spec, recipe.data.max_answer_chars):
-            rows.append({"prompt": record.question, "golden_answers": record.answers, "id": record.id})
+            row = {"prompt": record.question, "golden_answers": record.answers, "id": record.id}
+            if labels is not None:
+                row["decision_label"] = labels.get(record.id)
+            rows.append(row)
     if not rows:
         raise RecipeError("data.train has no usable records")
+    if any(spec.name == "decision" for spec in recipe.rewards):
+        if labels is None:
+            raise RecipeError("the decision reward needs pseudo-labels: put a `label` stage before this GRPO stage")
+        if all(row["decision_label"] is None for row in rows):
+            raise RecipeError("no training question has a pseudo-label: the label stage labelled other questions")
     return rows
 
 
-def plan_run(recipe: Recipe, resume: bool = False) -> RunPlan:
+def plan_run(recipe: Recipe, resume: bool = False, labels: dict[str, str | None] | None = None) -> RunPlan:
     """Check everything a run needs that can be checked without Ray or a model; raise one clear error."""
     from seekrl.models import resolve_model_path
     from seekrl.rewards import build_reward_funcs
@@ -71,14 +82,13 @@ def plan_run(recipe: Recipe, resume: bool = False) -> RunPlan:
     if recipe.grpo.per_device_train_batch_size % recipe.grpo.num_generations:
         raise RecipeError(f"grpo.per_device_train_batch_size ({recipe.grpo.per_device_train_batch_size}) must be a "
                           f"multiple of grpo.num_generations ({recipe.grpo.num_generations})")
-    if recipe.deepspeed.stage and not recipe.ray.use_gpu:
-        raise RecipeError("deepspeed.stage needs ray.use_gpu: true (DeepSpeed ZeRO runs on GPUs)")
+    check_deepspeed(recipe)
     output_dir = Path(recipe.output.dir).resolve()
     storage = output_dir / "ray"
     if (storage / recipe.name).exists() and not resume:
         raise TrainError(f"{storage / recipe.name} holds an earlier run: pass --resume to continue it, or set "
                          "output.dir (or name) for a new run")
-    rows = training_rows(recipe)
+    rows = training_rows(recipe, labels)
     # Resolved once here: a tiny offline model is built on the driver, not by every worker at once.
     model_path = resolve_model_path(recipe.model.name_or_path)
     if Path(model_path).exists():
@@ -156,34 +166,14 @@ def grpo_args(recipe: Recipe, output_dir: str, use_cpu: bool):
         reward_weights=weights,
         report_to=list(recipe.output.report_to),
         gradient_checkpointing=recipe.model.gradient_checkpointing,
-        use_cpu=use_cpu,
         seed=recipe.seed,
         data_seed=recipe.data.shuffle_seed,
         dataloader_num_workers=0,
         disable_tqdm=True,
-        deepspeed=deepspeed_config(recipe),
+        # TRL defaults to bf16 autocast, which on a CPU is several times slower than float32 (DeepSpeed on CPU
+        # workers sets it off too, in grpo_kwargs).
+        **{"bf16": not use_cpu and recipe.model.dtype in ("auto", "bfloat16"), **grpo_kwargs(recipe, use_cpu)},
     )
-
-
-def deepspeed_config(recipe: Recipe) -> str | dict | None:
-    """The DeepSpeed config for ZeRO stage 2/3 (a file from the recipe, else the one in recipes/deepspeed/)."""
-    ds = recipe.deepspeed
-    if not ds.stage:
-        return None
-    if ds.config_file:
-        return ds.config_file
-    config = {
-        "zero_optimization": {"stage": ds.stage, "overlap_comm": True, "contiguous_gradients": True},
-        "bf16": {"enabled": "auto"},
-        "train_micro_batch_size_per_gpu": "auto",
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
-    }
-    if ds.offload_optimizer:
-        config["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-    if ds.offload_param and ds.stage == 3:
-        config["zero_optimization"]["offload_param"] = {"device": "cpu", "pin_memory": True}
-    return config
 
 
 def lora_config(recipe: Recipe):
@@ -218,6 +208,7 @@ def train_loop_per_worker(config: dict) -> None:
     rank = context.get_world_rank()
     torch.manual_seed(recipe.seed)
     use_cpu = not recipe.ray.use_gpu
+    prepare_worker(recipe)
 
     tokenizer = load_tokenizer(config["model_path"])
     model = load_model(config["model_path"], dtype=recipe.model.dtype,
@@ -226,6 +217,7 @@ def train_loop_per_worker(config: dict) -> None:
                              recipe.agent.adasearch_mode)
     client = make_client(recipe.env) if protocol.uses_tools else None
     rollout_func = make_rollout_func(protocol, client, rollout_config_from_recipe(recipe), seed=recipe.seed + rank)
+    rollout_func = wrap_rollout(rollout_func, recipe)
     funcs, _ = build_reward_funcs(recipe.rewards)
 
     # One HF output directory for all ranks, as in plain distributed HF training: rank 0 writes the model,
@@ -241,6 +233,12 @@ def train_loop_per_worker(config: dict) -> None:
         peft_config=lora_config(recipe),
     )
     trainer.add_callback(RayTrainReportCallback())
+    if rank == 0:
+        if config.get("eval_rows") and recipe.grpo.eval_steps > 0:
+            # The evaluated agent may search even when the trained mode does not (AdaSearch's decide stage).
+            eval_client = client if client is not None else make_client(recipe.env)
+            trainer.add_callback(HeldoutEvalCallback(trainer, recipe, config["eval_rows"], eval_client))
+        trainer.add_callback(RayProgressCallback(recipe.name))
     trainer = prepare_trainer(trainer)
 
     resume_from = None
@@ -255,10 +253,70 @@ def train_loop_per_worker(config: dict) -> None:
             resume_from = str(local)
     trainer.train(resume_from_checkpoint=resume_from)
 
-    if rank == 0:
-        save_final(trainer, recipe, Path(config["output_dir"]))
+    with gathered_for_save(trainer, recipe):  # every rank: a collective under ZeRO-3
+        if rank == 0:
+            save_final(trainer, recipe, Path(config["output_dir"]))
     if client is not None:
         client.close()
+
+
+def _callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class HeldoutEvalCallback(_callback_base()):
+    """Every `grpo.eval_steps` steps and after the last one (rank 0): EM, search rate and F1_aware on held-out
+    questions (seekrl.probe.agent_metrics), logged with the step's training metrics as `heldout/*`.
+
+    An AdaSearch policy is evaluated as the adaptive agent (decide, then answer or search), whichever mode the
+    stage trains: that is the agent the stages build."""
+
+    def __init__(self, trainer, recipe: Recipe, rows: list[dict], client):
+        import copy
+
+        self.trainer, self.rows, self.client = trainer, rows, client
+        self.recipe = copy.deepcopy(recipe)
+        if recipe.agent.protocol == "adasearch":
+            self.recipe.agent.adasearch_mode = "adaptive"
+
+    def on_step_end(self, args, state, control, **kwargs):
+        every = self.recipe.grpo.eval_steps
+        if state.global_step % every and state.global_step != state.max_steps:
+            return
+        from seekrl.probe import agent_metrics
+
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        tokenizer = getattr(self.trainer.processing_class, "tokenizer", self.trainer.processing_class)
+        metrics = agent_metrics(model, tokenizer, self.recipe, self.client, self.rows, seed=self.recipe.seed)
+        # GRPOTrainer averages its `_metrics` into the log that follows this step (logging_steps 1).
+        for key, value in metrics.items():
+            self.trainer._metrics["train"][f"heldout/{key}"].append(value)
+        log.warning("step %d held-out: %s", state.global_step,
+                    ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+
+
+class RayProgressCallback(_callback_base()):
+    """A progress bar with ETA on the driver's console (Ray's tqdm, drawn by the driver for a remote worker)."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from ray.experimental.tqdm_ray import tqdm
+
+        self.bar = tqdm(total=state.max_steps, desc=self.desc, unit="step")
+        self.bar.update(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def save_final(trainer, recipe: Recipe, output_dir: Path) -> Path:
@@ -292,17 +350,28 @@ def step_table(log_history: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def train(recipe: Recipe, resume: bool = False):
-    """Run a recipe on Ray (embedded or at `ray.address`); returns the Ray Train `Result`."""
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+def eval_rows(recipe: Recipe) -> list[dict]:
+    """The first `grpo.eval_limit` questions of data.eval, for the periodic held-out evaluation."""
+    from seekrl.data import load_from_spec
 
-    plan = plan_run(recipe, resume)
-    plan.output_dir.mkdir(parents=True, exist_ok=True)
-    (plan.output_dir / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
+    if recipe.grpo.eval_steps <= 0:
+        return []
+    if not recipe.data.eval:
+        raise RecipeError("grpo.eval_steps needs held-out questions: give data.eval")
+    rows = []
+    for spec in recipe.data.eval:
+        for record in load_from_spec(spec, recipe.data.max_answer_chars):
+            rows.append({"question": record.question, "golden_answers": record.answers, "id": record.id})
+    return rows[:recipe.grpo.eval_limit]
+
+
+def init_ray(recipe: Recipe) -> None:
+    """Connect to `ray.address`, to the job's cluster inside `seekrl submit`, or start an embedded loopback one."""
+    import ray
+
     if not ray.is_initialized():
         env_vars = {k: v for k, v in os.environ.items() if k.startswith(("HF_", "SEEKRL_", "TRANSFORMERS_", "TRITON_"))}
+        env_vars.update(worker_env_vars(recipe))
         if recipe.ray.address:
             ray.init(address=recipe.ray.address, runtime_env={"env_vars": env_vars})
         elif os.environ.get("RAY_ADDRESS"):
@@ -311,11 +380,31 @@ def train(recipe: Recipe, resume: bool = False):
         else:
             # The embedded cluster listens on loopback only.
             ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, runtime_env={"env_vars": env_vars})
+
+
+def train(recipe: Recipe, resume: bool = False, labels: dict[str, str | None] | None = None):
+    """Run a recipe on Ray (embedded or at `ray.address`); returns the Ray Train `Result`.
+
+    A recipe with `stages` runs them in order (seekrl.stages) and returns their summary instead. `labels` are
+    the pseudo-labels of an earlier label stage (question id -> "yes"/"no").
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if recipe.stages or recipe.world.enabled:
+        from seekrl.stages import run_stages
+
+        return run_stages(recipe, resume)
+    plan = plan_run(recipe, resume, labels)
+    held_out = eval_rows(recipe)
+    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    (plan.output_dir / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
+    init_ray(recipe)
     resources = dict(recipe.ray.resources_per_worker) or None
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"recipe": recipe_to_dict(recipe), "rows": plan.rows, "output_dir": str(plan.output_dir),
-                           "model_path": plan.model_path},
+                           "model_path": plan.model_path, "eval_rows": held_out},
         scaling_config=ScalingConfig(num_workers=recipe.ray.num_workers, use_gpu=recipe.ray.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(

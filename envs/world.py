@@ -1,0 +1,156 @@
+"""A synthetic knowledge world for the offline quickstart: fictional people, cities and countries.
+
+Every fact is made up, so nothing a model knows comes from anywhere but this world, and which facts a model
+"knows" is decided here: a person is *known* (their facts are taught to the warm-start model, seekrl.sft) or
+*unknown* (their facts are only in the corpus, so only search finds them). That split is what AdaSearch has to
+learn to tell apart.
+
+The world, for a seed:
+- people with a birthplace (a city) and an occupation; cities lie in countries;
+- one passage per person (`"Name"\\nName was born in City. Name works as a job.`) and one per city, in the
+  wiki-18 `{id, contents}` layout, searched with BM25 (seekrl.envs.index);
+- questions of three kinds: birthplace and occupation (single-hop: one search on the person finds the answer)
+  and country of birth (two-hop: the person's passage gives the city, the city's passage the country);
+- each question in two phrasings. The RL training set uses phrasing A, the held-out set phrasing B, so no
+  held-out question is ever seen by the RL stages; both phrasings are in the warm start's knowledge (what the
+  model "learnt in pre-training").
+
+>>> world = generate_world(seed=0, num_people=8)
+>>> len(world.people), sum(p.known for p in world.people)
+(8, 4)
+>>> q = world.questions("train")[0]
+>>> q["question"].startswith("Where was"), q["golden_answers"] == [world.people[0].city]
+(True, True)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SYLLABLES = ["ka", "lo", "mir", "ta", "ven", "dra", "sul", "bri", "no", "qua", "rel", "zan", "tor", "mei", "vas",
+             "gol", "pra", "shen", "ul", "dor", "fen", "ix", "hal", "rou"]
+JOBS = ["glassblower", "cartographer", "beekeeper", "astronomer", "weaver", "shipwright", "falconer", "potter"]
+
+# (kind, hops, phrasing A, phrasing B)
+QUESTION_KINDS = [
+    ("birthplace", 1, "Where was {name} born?", "In which city was {name} born?"),
+    ("job", 1, "What is the occupation of {name}?", "What does {name} work as?"),
+    ("country", 2, "In which country was {name} born?", "Which country is the birthplace of {name} in?"),
+]
+SPLITS = {"train": 2, "heldout": 3}  # index of the phrasing in QUESTION_KINDS
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    city: str
+    job: str
+    known: bool
+
+
+@dataclass(frozen=True)
+class City:
+    name: str
+    country: str
+
+
+@dataclass
+class World:
+    seed: int
+    people: list[Person]
+    cities: list[City]
+
+    def country_of(self, city: str) -> str:
+        return next(c.country for c in self.cities if c.name == city)
+
+    def passages(self) -> list[dict]:
+        """The corpus: one passage per person and per city, `{id, contents}` with contents `"Title"\\ntext`."""
+        docs = [{"id": f"p{i}", "contents": f'"{p.name}"\n{p.name} was born in {p.city}. {p.name} works as a '
+                                           f'{p.job}.'} for i, p in enumerate(self.people)]
+        docs += [{"id": f"c{i}", "contents": f'"{c.name}"\n{c.name} is a city in {c.country}.'}
+                 for i, c in enumerate(self.cities)]
+        return docs
+
+    def answer(self, person: Person, kind: str) -> str:
+        return {"birthplace": person.city, "job": person.job, "country": self.country_of(person.city)}[kind]
+
+    def questions(self, split: str) -> list[dict]:
+        """QA records (`id, question, golden_answers` plus the world's metadata) of `train` or `heldout`."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {list(SPLITS)}")
+        column = SPLITS[split]
+        rows = []
+        for i, person in enumerate(self.people):
+            for kind in QUESTION_KINDS:
+                rows.append({
+                    "id": f"{split}-{i}-{kind[0]}", "question": kind[column].format(name=person.name),
+                    "golden_answers": [self.answer(person, kind[0])], "person": person.name, "kind": kind[0],
+                    "hops": kind[1], "known": person.known,
+                })
+        return rows
+
+    def all_phrasings(self, person: Person) -> list[tuple[str, str, int]]:
+        """(question, answer, hops) for every question about `person`, both phrasings."""
+        return [(template.format(name=person.name), self.answer(person, kind[0]), kind[1])
+                for kind in QUESTION_KINDS for template in kind[2:]]
+
+
+def _name(rng: random.Random, syllables: int) -> str:
+    return "".join(rng.choice(SYLLABLES) for _ in range(syllables)).capitalize()
+
+
+def generate_world(seed: int = 0, num_people: int = 48, num_cities: int = 12, num_countries: int = 4,
+                   known_fraction: float = 0.5) -> World:
+    """A deterministic world for `seed`; `known_fraction` of the people (rounded) are known."""
+    if num_people < 2 or num_cities < 1 or num_countries < 1:
+        raise ValueError("a world needs at least 2 people, 1 city and 1 country")
+    if not 0.0 < known_fraction < 1.0:
+        raise ValueError(f"known_fraction must be strictly between 0 and 1, got {known_fraction}")
+    rng = random.Random(seed)
+    used: set[str] = set()
+
+    def fresh(syllables: int) -> str:
+        while True:
+            name = _name(rng, syllables)
+            if name not in used:
+                used.add(name)
+                return name
+
+    countries = [fresh(3) for _ in range(num_countries)]
+    cities = [City(fresh(2), countries[i % num_countries]) for i in range(num_cities)]
+    num_known = round(num_people * known_fraction)
+    known = set(rng.sample(range(num_people), num_known))
+    people = [Person(f"{fresh(2)} {fresh(2)}", rng.choice(cities).name, rng.choice(JOBS), i in known)
+              for i in range(num_people)]
+    return World(seed=seed, people=people, cities=cities)
+
+
+def write_world(world: World, out_dir: str | Path, build_bm25: bool = True) -> dict[str, Path]:
+    """Write corpus.jsonl, train.jsonl, heldout.jsonl, world.json (and a BM25 index in index/) under out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"corpus": out / "corpus.jsonl", "train": out / "train.jsonl", "heldout": out / "heldout.jsonl",
+             "world": out / "world.json", "index": out / "index"}
+    paths["corpus"].write_text("".join(json.dumps(d) + "\n" for d in world.passages()))
+    for split in SPLITS:
+        paths[split].write_text("".join(json.dumps(q) + "\n" for q in world.questions(split)))
+    paths["world"].write_text(json.dumps({"seed": world.seed, "people": [asdict(p) for p in world.people],
+                                          "cities": [asdict(c) for c in world.cities]}, indent=1))
+    if build_bm25:
+        from seekrl.envs.index import build_index
+
+        build_index(paths["corpus"], paths["index"], "bm25", overwrite=True, progress=False)
+    return paths
+
+
+def load_world(path: str | Path) -> World:
+    """A world written by `write_world` (its world.json, or the directory holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "world.json"
+    data = json.loads(path.read_text())
+    return World(seed=data["seed"], people=[Person(**p) for p in data["people"]],
+                 cities=[City(**c) for c in data["cities"]])

@@ -1,0 +1,76 @@
+"""Scripted SFT trajectories: rendered like rollouts, observations never trained, naive decisions at random."""
+
+from __future__ import annotations
+
+import pytest
+
+from seekrl.agents import make_protocol
+from seekrl.envs.client import InProcessClient
+from seekrl.envs.index import load_index
+from seekrl.envs.world import generate_world, write_world
+from seekrl.models import load_tokenizer
+from seekrl.sft import IGNORE, render_trajectory, world_examples
+from seekrl.testing import build_world_model
+
+
+@pytest.fixture(scope="module")
+def world_setup(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    world = generate_world(seed=0, num_people=8)
+    paths = write_world(world, out / "world")
+    model_dir = build_world_model(world, out / "model", hidden_size=32, num_layers=1)
+    client = InProcessClient(load_index(paths["index"]), default_topk=2)
+    return world, load_tokenizer(model_dir), client
+
+
+def test_search_trajectory_trains_the_policy_tokens_only(world_setup):
+    world, tok, client = world_setup
+    person = world.people[0]
+    protocol = make_protocol("adasearch", 3, adasearch_mode="search")
+    turns = [f"<search> {person.name} </search>", f"<answer> {person.city} </answer>"]
+    example = render_trajectory(tok, protocol, f"Where was {person.name} born?", turns, client, topk=2)
+    ids, labels = example["input_ids"], example["labels"]
+    trained = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE])
+    assert trained == "".join(turns)
+    untrained = tok.decode([i for i, lab in zip(ids, labels) if lab == IGNORE])
+    # The retrieved passage (with the answer in it) is in the input but never a target.
+    assert f"{person.name} was born in {person.city}" in untrained and "<information>" in untrained
+    prompt = tok.apply_chat_template(protocol.messages(f"Where was {person.name} born?"), tokenize=False,
+                                     add_generation_prompt=True)
+    assert tok.decode(ids).startswith(prompt)
+
+
+def test_invalid_scripts_are_refused(world_setup):
+    world, tok, client = world_setup
+    adaptive = make_protocol("adasearch", 3, adasearch_mode="adaptive")
+    with pytest.raises(ValueError, match="not a valid action"):
+        render_trajectory(tok, adaptive, "Where?", ["<answer> x </answer>"], client)
+    parametric = make_protocol("adasearch", 3, adasearch_mode="parametric")
+    with pytest.raises(ValueError, match="goes on after the trajectory finished"):
+        render_trajectory(tok, parametric, "Where?", ["<answer> x </answer>", "<answer> y </answer>"], client)
+
+
+def test_naive_policy_decides_at_random_and_only_known_facts_are_taught(world_setup):
+    world, tok, client = world_setup
+    examples = world_examples(world, tok, client, seed=0, knowledge_repeats=2, search_repeats=1,
+                              adaptive_repeats=20)
+    known = [p for p in world.people if p.known]
+    assert len(examples["knowledge"]) == 6 * len(known)
+    texts = [tok.decode([i for i, lab in zip(e["input_ids"], e["labels"]) if lab != IGNORE])
+             for e in examples["policy"]]
+    decided = [t for t in texts if t.startswith("<assessment>")]
+    assert len(decided) == 20 * 6 * len(world.people)
+    yes_rate = sum("yes" in t.split("</assessment>")[0] for t in decided) / len(decided)
+    assert 0.4 < yes_rate < 0.6
+    # The assessment does not depend on who is known: about half yes for known and unknown people alike.
+    for group in (known, [p for p in world.people if not p.known]):
+        names = [p.name for p in group]
+        mine = [e for e, t in zip(examples["policy"], texts) if t.startswith("<assessment>")
+                and any(n in tok.decode(e["input_ids"]) for n in names)]
+        rate = sum("<assessment> yes" in tok.decode(e["input_ids"]) for e in mine) / len(mine)
+        assert 0.35 < rate < 0.65
+    # An unknown person's facts never appear as a trained direct answer (only guesses, which are mostly wrong).
+    unknown = [p for p in world.people if not p.known][0]
+    direct = [t for e, t in zip(examples["policy"], texts)
+              if unknown.name in tok.decode(e["input_ids"]) and t.startswith("<answer>")]
+    assert direct == []

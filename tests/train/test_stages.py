@@ -1,0 +1,87 @@
+"""Multi-stage runs: the AdaSearch stages (SFT warm start, solve, label, decide) on a tiny synthetic world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seekrl.config import RecipeError, load_recipe, load_recipe_dict
+from seekrl.train import train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tiny_quickstart(tmp_path: Path, **extra) -> Path:
+    """recipes/quickstart.yaml shrunk to seconds: 6 people, a few SFT steps, 1-2 GRPO steps per stage, 1 worker."""
+    recipe = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
+    recipe["world"]["num_people"] = 6
+    recipe["sft"].update(knowledge_epochs=2, epochs=0.2, knowledge_repeats=1, search_repeats=1, adaptive_repeats=1)
+    recipe["label"]["samples"] = 2
+    recipe["grpo"].update(max_steps=1, per_device_train_batch_size=4, eval_limit=4)
+    recipe["ray"]["num_workers"] = 1
+    recipe["output"]["dir"] = str(tmp_path / "run")
+    recipe["stages"][-1]["overrides"] = [o for o in recipe["stages"][-1]["overrides"]
+                                         if not o.startswith(("grpo.max_steps", "grpo.eval_steps"))]
+    recipe["stages"][-1]["overrides"] += ["grpo.max_steps=2", "grpo.eval_steps=1"]
+    recipe.update(extra)
+    path = tmp_path / "quickstart.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.mark.timeout(900)
+def test_adasearch_stages_run_in_order_and_hand_the_model_on(tmp_path):
+    recipe = load_recipe(_tiny_quickstart(tmp_path))
+    summary = train(recipe)
+    out = tmp_path / "run"
+    names = [s["name"] for s in summary["stages"]]
+    assert names == ["warm_start", "solve_parametric", "solve_search", "label", "decide"]
+    # Each stage starts from the model the previous one produced.
+    for before, after in zip(summary["stages"], summary["stages"][1:]):
+        assert after["input_model"] == before["model"]
+    assert summary["final_model"] == str(out / "stages" / "decide" / "final")
+    assert (Path(summary["final_model"]) / "config.json").exists()
+
+    # The label stage wrote one yes/no label per training question, next to the model it labelled too.
+    label = summary["stages"][3]
+    record = json.loads(Path(label["labels"]).read_text())
+    assert len(record["labels"]) == 18 and set(record["labels"].values()) <= {"yes", "no"}
+    assert all(0.0 <= r <= 1.0 for r in record["solve_rates"].values())
+    assert (Path(label["model"]) / "decision_labels.json").exists()
+
+    # The decide stage optimised the decision reward and evaluated on held-out questions every step.
+    history = json.loads((out / "stages" / "decide" / "log_history.json").read_text())
+    steps = [h for h in history if "reward" in h]
+    assert [h["step"] for h in steps] == [1, 2]
+    assert all("rewards/decision/mean" in h for h in steps)
+    assert all(0.0 <= h["heldout/f1_aware"] <= 1.0 and "heldout/em" in h for h in steps)
+    # Each GRPO stage ran its own mode (the stage overrides), and the parametric one never searched.
+    modes = {name: load_recipe(out / "stages" / name / "recipe.yaml").agent.adasearch_mode
+             for name in ("solve_parametric", "solve_search", "decide")}
+    assert modes == {"solve_parametric": "parametric", "solve_search": "search", "decide": "decide"}
+    parametric = json.loads((out / "stages" / "solve_parametric" / "log_history.json").read_text())
+    assert parametric[0]["rollout/search_rate"] == 0.0
+
+
+def test_a_decision_reward_without_labels_is_refused_before_ray(tmp_path):
+    path = _tiny_quickstart(tmp_path)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["stages"] = [s for s in recipe["stages"] if s["name"] in ("warm_start", "decide")]
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match="decision reward needs pseudo-labels: put a `label` stage"):
+        train(load_recipe(path))
+
+
+def test_a_bad_stage_override_is_refused_before_anything_runs(tmp_path):
+    path = _tiny_quickstart(tmp_path)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["stages"][2]["overrides"] = ["agent.adasearch_mod=search"]
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match="stage 'solve_search'.*did you mean 'agent.adasearch_mode'"):
+        train(load_recipe(path))
+    assert not (tmp_path / "run" / "stages").exists()
+    with pytest.raises(RecipeError, match="stages.0.kind must be one of"):
+        load_recipe_dict({"stages": [{"name": "x", "kind": "rl"}]})
