@@ -59,13 +59,15 @@ def version() -> None:
 def recipe_validate(
     files: Annotated[list[Path], typer.Argument(help="Recipe YAML files to check.")],
 ) -> None:
-    """Check recipes against the schema; exit 2 naming the file, the bad key and the closest valid key."""
+    """Check recipes against the schema (and each stage's overrides); exit 2 naming the file, the bad key and the
+    closest valid key."""
     from seekrl.config import RecipeError, load_recipe
+    from seekrl.stages import validate_stages
 
     bad = 0
     for path in files:
         try:
-            load_recipe(path)
+            validate_stages(load_recipe(path))
         except RecipeError as err:
             typer.echo(f"error: {err}", err=True)
             bad += 1

@@ -67,6 +67,32 @@ def _stage_recipe(base: dict, recipe: Recipe, stage, model: str, stage_dir: Path
     return load_recipe_dict(base, overrides, source=f"stage {stage.name!r}")
 
 
+def validate_stages(recipe: Recipe, base: dict | None = None, stages: list | None = None,
+                    stages_dir: Path | None = None) -> list[Recipe]:
+    """Each stage's recipe (the recipe plus the stage's overrides), checked before anything runs: a typo in the
+    last stage costs nothing; a decision reward needs a label stage before it. Returns the stage recipes."""
+    if base is None:
+        base = recipe_to_dict(recipe)
+        base["stages"], base["world"]["enabled"] = [], False
+    stages = list(recipe.stages) if stages is None else stages
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise RecipeError(f"stage names must differ: {names}")
+    stages_dir = stages_dir or Path(recipe.output.dir) / "stages"
+    labelled, checked = False, []
+    for stage in stages:
+        stage_recipe = _stage_recipe(base, recipe, stage, "placeholder", stages_dir / stage.name)
+        labelled = labelled or stage.kind == "label"
+        if stage.kind == "grpo" and not labelled and any(r.name == "decision" for r in stage_recipe.rewards):
+            raise RecipeError(f"stage {stage.name!r}: the decision reward needs pseudo-labels: put a `label` stage "
+                              "before this GRPO stage")
+        if stage.kind == "sft" and not recipe.world.enabled:
+            raise RecipeError(f"stage {stage.name!r}: an sft stage scripts trajectories over the run's synthetic "
+                              "world: set world.enabled: true")
+        checked.append(stage_recipe)
+    return checked
+
+
 def solve_rate_task(recipe_dict: dict, model_path: str, rows: list[dict]) -> list[float]:
     """Parametric solve rates of `rows` (`prompt`, `golden_answers`) under `model_path` (runs as a Ray task)."""
     from seekrl.config import load_recipe_dict
@@ -149,17 +175,7 @@ def run_stages(recipe: Recipe, resume: bool = False) -> dict:
         from seekrl.config import StageSpec
 
         stages = [StageSpec(name="grpo", kind="grpo")]
-    names = [s.name for s in stages]
-    if len(set(names)) != len(names):
-        raise RecipeError(f"stage names must differ: {names}")
-    # Every stage's recipe is checked before the first one runs, so a typo in stage 3 costs nothing.
-    labelled = False
-    for stage in stages:
-        checked = _stage_recipe(base, recipe, stage, "placeholder", stages_dir / stage.name)
-        labelled = labelled or stage.kind == "label"
-        if stage.kind == "grpo" and not labelled and any(r.name == "decision" for r in checked.rewards):
-            raise RecipeError(f"stage {stage.name!r}: the decision reward needs pseudo-labels: put a `label` stage "
-                              "before this GRPO stage")
+    validate_stages(recipe, base, stages, stages_dir)
 
     from seekrl.models import resolve_model_path
 

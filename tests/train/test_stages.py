@@ -85,3 +85,19 @@ def test_a_bad_stage_override_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "run" / "stages").exists()
     with pytest.raises(RecipeError, match="stages.0.kind must be one of"):
         load_recipe_dict({"stages": [{"name": "x", "kind": "rl"}]})
+
+
+def test_recipe_validate_checks_stage_overrides(tmp_path):
+    from typer.testing import CliRunner
+
+    from seekrl.cli import app
+
+    path = _tiny_quickstart(tmp_path)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["stages"][-1]["overrides"].append("grpo.lerning_rate=1e-4")
+    path.write_text(yaml.safe_dump(recipe))
+    result = CliRunner().invoke(app, ["recipe", "validate", str(path)])
+    assert result.exit_code == 2
+    assert "stage 'decide'" in result.output and "did you mean 'grpo.learning_rate'" in result.output
+    for good in sorted((ROOT / "recipes").glob("*.yaml")):
+        assert CliRunner().invoke(app, ["recipe", "validate", str(good)]).exit_code == 0, good
