@@ -56,18 +56,29 @@ def submit_command(
     folder.mkdir(parents=True, exist_ok=True)
     shipped = folder / f"{resolved.name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
     shipped.write_text(recipe_to_yaml(resolved))
-    job_id = client.submit_job(
-        entrypoint=f"seekrl train {shipped.as_posix()}",
-        runtime_env={"working_dir": ".", "excludes": EXCLUDES,
-                     "env_vars": {"HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}},
-        metadata={"seekrl_recipe": resolved.name},
-    )
+    job_id = _submit(client, entrypoint=f"seekrl train {shipped.as_posix()}",
+                     runtime_env={"working_dir": ".", "excludes": EXCLUDES,
+                                  "env_vars": {"HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}},
+                     metadata={"seekrl_recipe": resolved.name})
     typer.echo(job_id)
     if wait:
         status = _wait(client, job_id)
         typer.echo(client.get_job_logs(job_id), nl=False)
         if status != "SUCCEEDED":
             raise typer.Exit(1)
+
+
+def _submit(client, agent_wait_s: float = 60.0, **job) -> str:
+    """`submit_job`, retried while a freshly started head has no job agent yet (Ray answers 500 "No available
+    agent to submit job, please try again later" for the first seconds); other errors are raised at once."""
+    deadline = time.monotonic() + agent_wait_s
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def _wait(client, job_id: str, timeout_s: float = 24 * 3600) -> str:
