@@ -49,7 +49,11 @@ def ray_head():
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-                    "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+                    "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+                    # Ports of its own: an embedded cluster from an earlier test in this process keeps the
+                    # default agent port (52365), and a head whose job agent cannot bind never accepts jobs.
+                    f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                    f"--metrics-export-port={free_port()}"],
                    check=True, env=env, capture_output=True, timeout=180)
     try:
         yield f"http://127.0.0.1:{dashboard}"
