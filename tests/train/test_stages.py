@@ -33,10 +33,23 @@ def _tiny_quickstart(tmp_path: Path, **extra) -> Path:
 
 
 @pytest.mark.timeout(900)
-def test_adasearch_stages_run_in_order_and_hand_the_model_on(tmp_path):
+def test_quickstart_runs_the_adasearch_stages_in_order_and_reports(tmp_path):
+    from seekrl.quickstart import METRICS, run_quickstart, table
+
     recipe = load_recipe(_tiny_quickstart(tmp_path))
-    summary = train(recipe)
+    results = run_quickstart(recipe)
     out = tmp_path / "run"
+    summary = json.loads((out / "stages.json").read_text())
+
+    # The quickstart's report: the JSON schema, one table, and the training curves.
+    saved = json.loads((out / "quickstart_results.json").read_text())
+    assert saved["seed"] == 0 and saved["n_heldout"] == 18
+    for key in ("warm_start", "trained"):
+        assert set(METRICS) <= set(saved[key]) and all(0.0 <= saved[key][m] <= 1.0 for m in METRICS)
+    lines = table(results).splitlines()
+    assert lines[1].split() == ["EM", "search", "rate", "F1_aware", "reward"]
+    assert lines[2].startswith("warm start") and lines[3].startswith("trained")
+    assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     names = [s["name"] for s in summary["stages"]]
     assert names == ["warm_start", "solve_parametric", "solve_search", "label", "decide"]
     # Each stage starts from the model the previous one produced.
