@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from train_helpers import final_weights, tiny_recipe
 
 from seekrl.config import RecipeError, load_recipe_dict
 from seekrl.zero import check_deepspeed, deepspeed_config, grpo_kwargs, worker_env_vars
@@ -23,39 +23,13 @@ def _ds_recipe(overrides: list[str]):
     return load_recipe_dict({}, overrides=overrides)
 
 
-def _recipe(tmp_path: Path, model_dir: Path, index_dir: Path, shared_data: Path) -> Path:
-    """The two-worker recipe of test_train.py: tiny searcher, BM25 over the shared corpus, 2 GRPO steps."""
-    recipe = {
-        "name": "tiny",
-        "model": {"name_or_path": str(model_dir), "dtype": "float32"},
-        "data": {"train": [{"path": str(shared_data / "multihop" / "questions.jsonl"), "limit": 8}]},
-        "env": {"kind": "index", "index_dir": str(index_dir), "topk": 2},
-        "agent": {"protocol": "search_r1", "max_turns": 2},
-        "rollout": {"max_new_tokens_per_turn": 24, "max_total_tokens": 160, "max_obs_tokens": 64},
-        "rewards": [{"name": "format", "args": {"protocol": "search_r1"}}, {"name": "em"}],
-        "grpo": {"num_generations": 2, "per_device_train_batch_size": 2, "max_steps": 2, "save_steps": 1,
-                 "learning_rate": 5e-3},
-        "ray": {"num_workers": 2},
-        "output": {"dir": str(tmp_path / "run"), "report_to": []},
-    }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path / "model.safetensors"))
-
-
 def test_zero2_on_two_cpu_workers_moves_parameters(tiny_searcher_dir, bm25_dir, shared_data, tmp_path):
-    recipe = _recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data)
+    recipe = tiny_recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data, output__report_to=[])
     result = subprocess.run([SEEKRL, "train", str(recipe), "deepspeed.stage=2"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
-    before, after = _weights(tiny_searcher_dir), _weights(run / "final")
+    before, after = final_weights(tiny_searcher_dir), final_weights(run / "final")
     assert set(after) == set(before)
     assert all(after[k].shape == before[k].shape for k in before), "the final model holds whole parameters"
     assert [k for k in before if not torch.equal(before[k], after[k])], "training changed no parameter"
@@ -146,7 +120,7 @@ def test_plan_run_checks_deepspeed_before_ray_starts(tiny_searcher_dir, bm25_dir
     from seekrl.config import load_recipe
     from seekrl.train import plan_run
 
-    path = _recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data)
+    path = tiny_recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data, output__report_to=[])
     plan_run(load_recipe(path, ["deepspeed.stage=2"]))  # ZeRO-2 on CPU workers is a valid plan
     with pytest.raises(RecipeError, match="deepspeed.offload_param needs deepspeed.stage: 3"):
         plan_run(load_recipe(path, ["deepspeed.stage=2", "ray.use_gpu=true", "deepspeed.offload_param=true"]))

@@ -9,46 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from train_helpers import final_weights, tiny_recipe
 
 SEEKRL = str(Path(sys.executable).parent / "seekrl")
 
 
-def _recipe(tmp_path: Path, model_dir: Path, index_dir: Path, shared_data: Path, **extra) -> Path:
-    recipe = {
-        "name": "tiny",
-        "model": {"name_or_path": str(model_dir), "dtype": "float32"},
-        "data": {"train": [{"path": str(shared_data / "multihop" / "questions.jsonl"), "limit": 8}]},
-        "env": {"kind": "index", "index_dir": str(index_dir), "topk": 2},
-        "agent": {"protocol": "search_r1", "max_turns": 2},
-        "rollout": {"max_new_tokens_per_turn": 24, "max_total_tokens": 160, "max_obs_tokens": 64},
-        "rewards": [{"name": "format", "args": {"protocol": "search_r1"}}, {"name": "em"}],
-        "grpo": {"num_generations": 2, "per_device_train_batch_size": 2, "max_steps": 2, "save_steps": 1,
-                 "learning_rate": 5e-3},
-        "ray": {"num_workers": 2},
-        "output": {"dir": str(tmp_path / "run")},
-    }
-    for key, value in extra.items():
-        section, field = key.split("__")
-        recipe[section][field] = value
-    path = tmp_path / "recipe.yaml"
-    path.write_text("# seekrl train recipe.yaml\n" + yaml.safe_dump(recipe))
-    return path
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path / "model.safetensors"))
-
-
 def test_train_with_two_ray_workers_moves_parameters(tiny_searcher_dir, bm25_dir, shared_data, tmp_path):
-    recipe = _recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data)
+    recipe = tiny_recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data)
     result = subprocess.run([SEEKRL, "train", str(recipe)], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     final = tmp_path / "run" / "final"
     assert (final / "recipe.yaml").exists() and (final / "tokenizer_config.json").exists()
-    before, after = _weights(tiny_searcher_dir), _weights(final)
+    before, after = final_weights(tiny_searcher_dir), final_weights(final)
     moved = [k for k in before if not torch.equal(before[k], after[k])]
     assert moved, "training changed no parameter"
     history = json.loads((tmp_path / "run" / "log_history.json").read_text())
@@ -61,20 +33,20 @@ def test_train_with_two_ray_workers_moves_parameters(tiny_searcher_dir, bm25_dir
 
 
 def test_bad_recipe_fails_before_ray_starts(tmp_path, tiny_text_dir, bm25_dir, shared_data):
-    recipe = _recipe(tmp_path, tiny_text_dir, bm25_dir, shared_data)
+    recipe = tiny_recipe(tmp_path, tiny_text_dir, bm25_dir, shared_data)
     text = recipe.read_text().replace("num_generations:", "num_generation:")
     recipe.write_text(text)
     result = subprocess.run([SEEKRL, "train", str(recipe)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "unknown key 'grpo.num_generation'; did you mean 'grpo.num_generations'?" in result.stderr
     assert "Started a local Ray instance" not in result.stderr + result.stdout
-    missing = _recipe(tmp_path, tiny_text_dir, tmp_path / "no-index", shared_data)
+    missing = tiny_recipe(tmp_path, tiny_text_dir, tmp_path / "no-index", shared_data)
     result = subprocess.run([SEEKRL, "train", str(missing)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "is not a directory: build one with `seekrl retriever build`" in result.stderr
 
 
 def test_resume_continues_from_the_saved_step(tiny_searcher_dir, bm25_dir, shared_data, tmp_path):
-    recipe = _recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data, ray__num_workers=1)
+    recipe = tiny_recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data, ray__num_workers=1)
     first = subprocess.run([SEEKRL, "train", str(recipe), "grpo.max_steps=2"], capture_output=True, text=True,
                            timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -91,7 +63,7 @@ def test_resume_continues_from_the_saved_step(tiny_searcher_dir, bm25_dir, share
 
 
 def test_lora_variant_trains_adapters_and_saves_a_merged_model(tiny_searcher_dir, bm25_dir, shared_data, tmp_path):
-    recipe = _recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data, ray__num_workers=1)
+    recipe = tiny_recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data, ray__num_workers=1)
     # Three steps of groups of 4: enough for some group to have unequal rewards, hence a gradient.
     result = subprocess.run([SEEKRL, "train", str(recipe), "grpo.max_steps=3", "grpo.num_generations=4",
                              "grpo.per_device_train_batch_size=4", "model.lora.enabled=true",
@@ -99,7 +71,7 @@ def test_lora_variant_trains_adapters_and_saves_a_merged_model(tiny_searcher_dir
                             timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     final = tmp_path / "run" / "final"
-    before, after = _weights(tiny_searcher_dir), _weights(final)
+    before, after = final_weights(tiny_searcher_dir), final_weights(final)
     assert set(after) == set(before), "the merged model has the base model's parameter names (no lora_ tensors)"
     moved = [k for k in before if not torch.equal(before[k], after[k])]
     assert moved and all(any(m in k for m in ("proj",)) for k in moved), moved
@@ -111,14 +83,14 @@ def test_eflops_budget_lets_the_planner_set_the_rollout(tiny_searcher_dir, bm25_
     from seekrl.kernels.kinetics import block_topk_eflops
     from seekrl.train import plan_run
 
-    recipe_path = _recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data)
-    recipe = load_recipe(recipe_path)
+    recipe_path = tiny_recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data)
+    recipe = loadtiny_recipe(recipe_path)
     assert plan_run(recipe).recipe.rollout.attention == "dense"  # no budget: the recipe as written
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(tiny_searcher_dir)
     budget = float(block_topk_eflops(config, 200, 256, 8, "h200", 16, 8, 16)) * 1.01
-    recipe = load_recipe(recipe_path, [f"kinetics.eflops_budget={budget}", "kinetics.local=16",
+    recipe = loadtiny_recipe(recipe_path, [f"kinetics.eflops_budget={budget}", "kinetics.local=16",
                                        "kinetics.planner_block_sizes=[16]", "kinetics.planner_topks=[8]",
                                        "kinetics.planner_max_new_tokens=[128,256,512]",
                                        "kinetics.planner_group_sizes=[2,4,8]"])
@@ -137,7 +109,7 @@ def test_a_killed_worker_restarts_from_the_checkpoint(tiny_searcher_dir, bm25_di
 
     import psutil
 
-    recipe = _recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data, ray__num_workers=1, ray__max_failures=1)
+    recipe = tiny_recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data, ray__num_workers=1, ray__max_failures=1)
     proc = subprocess.Popen([SEEKRL, "train", str(recipe), "grpo.max_steps=4"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     storage = tmp_path / "run" / "ray" / "tiny"
