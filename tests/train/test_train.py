@@ -84,13 +84,13 @@ def test_eflops_budget_lets_the_planner_set_the_rollout(tiny_searcher_dir, bm25_
     from seekrl.train import plan_run
 
     recipe_path = tiny_recipe(tmp_path, tiny_searcher_dir, bm25_dir, shared_data)
-    recipe = loadtiny_recipe(recipe_path)
+    recipe = load_recipe(recipe_path)
     assert plan_run(recipe).recipe.rollout.attention == "dense"  # no budget: the recipe as written
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(tiny_searcher_dir)
     budget = float(block_topk_eflops(config, 200, 256, 8, "h200", 16, 8, 16)) * 1.01
-    recipe = loadtiny_recipe(recipe_path, [f"kinetics.eflops_budget={budget}", "kinetics.local=16",
+    recipe = load_recipe(recipe_path, [f"kinetics.eflops_budget={budget}", "kinetics.local=16",
                                        "kinetics.planner_block_sizes=[16]", "kinetics.planner_topks=[8]",
                                        "kinetics.planner_max_new_tokens=[128,256,512]",
                                        "kinetics.planner_group_sizes=[2,4,8]"])
