@@ -4,6 +4,9 @@
 - `HTTPClient` talks to any Search-R1-compatible `/retrieve` server over pooled keep-alive connections, with a
   per-request timeout and retries with exponential backoff for transient failures (connection refused or reset,
   timeout, 429, 5xx). Client errors (4xx) are not retried: resending the same bad request cannot succeed.
+- Image search (Glance-or-Gaze): `image_search(images, topk, bboxes) -> list[list[dict]]` of `{id, title, caption,
+  score}` entries, on `InProcessImageClient` (an ImageKB in this process) and on `HTTPClient` (`POST /image_search`,
+  one request per image, PNG-encoded so the server searches exactly the same pixels).
 
 Every failure is raised as `ToolError`, which the rollout turns into a tool-failure observation: a flaky or dead
 retrieval server costs a trajectory its search, never the training run.
@@ -11,6 +14,7 @@ retrieval server costs a trajectory its search, never the training run.
 
 from __future__ import annotations
 
+import base64
 import random
 import time
 from typing import Protocol
@@ -75,6 +79,60 @@ def _validate_result(payload, num_queries: int) -> list[list[dict]]:
     return docs
 
 
+def _validate_image_result(payload) -> list[dict]:
+    """Check an /image_search response (untrusted) and return its entries."""
+    result = payload.get("result") if isinstance(payload, dict) else None
+    if not isinstance(result, list):
+        raise ToolError("image search answered without a 'result' list", "bad_response")
+    entries = []
+    for item in result:
+        if (not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("id", "title", "caption"))
+                or not isinstance(item.get("score"), (int, float)) or isinstance(item.get("score"), bool)):
+            raise ToolError("image search returned an entry without string id/title/caption and a numeric score",
+                            "bad_response")
+        entries.append({"id": item["id"], "title": item["title"], "caption": item["caption"],
+                        "score": float(item["score"])})
+    return entries
+
+
+class InProcessImageClient:
+    """Searches an image knowledge base (seekrl.envs.image_kb.ImageKB) in this process; same methods as the
+    image half of `HTTPClient`, and the same rules for bboxes (strict 0-1000, else ToolError)."""
+
+    def __init__(self, kb, default_topk: int = 3):
+        self.kb = kb
+        self.default_topk = default_topk
+
+    def image_search(self, images: list, topk: int | None = None, bboxes: list | None = None) -> list[list[dict]]:
+        from seekrl.envs.image_kb import ImageInputError, as_rgb, check_bbox, crop
+
+        topk = self.default_topk if topk is None else topk
+        if topk < 1:
+            raise ToolError(f"topk must be at least 1, got {topk}", "invalid_request")
+        if bboxes is not None and len(bboxes) != len(images):
+            raise ToolError(f"{len(bboxes)} bboxes for {len(images)} images", "invalid_request")
+        try:
+            queries = [as_rgb(image) for image in images]
+            if bboxes is not None:
+                queries = [image if box is None else crop(image, check_bbox(box)) for image, box in zip(queries, bboxes)]
+            return self.kb.search(queries, topk)
+        except ImageInputError as err:
+            raise ToolError(f"image search rejected: {err}", "invalid_request") from err
+        except Exception as err:  # any index failure is a failed tool call, not a crashed rollout
+            raise ToolError(f"in-process image search failed: {type(err).__name__}: {err}", "index") from err
+
+    def image_search_by_id(self, image_ids: list[str], topk: int | None = None,
+                           bboxes: list | None = None) -> list[list[dict]]:
+        try:
+            images = [self.kb.image(str(i)) for i in image_ids]
+        except KeyError as err:
+            raise ToolError(f"unknown image_id {err}", "invalid_request") from None
+        return self.image_search(images, topk, bboxes)
+
+    def close(self) -> None:
+        pass
+
+
 class HTTPClient:
     """Client of a Search-R1-compatible retrieval server (`POST {url}/retrieve`)."""
 
@@ -101,28 +159,60 @@ class HTTPClient:
         return random.uniform(0.5, 1.0) * min(self.max_backoff_s, self.backoff_s * 2**attempt)
 
     def search(self, queries: list[str], topk: int | None = None) -> list[list[dict]]:
-        import httpx
-
         queries = list(queries)
         body = {"queries": queries, "topk": self.default_topk if topk is None else topk, "return_scores": False}
+        return _validate_result(self._post(self.endpoint, body), len(queries))
+
+    def image_search(self, images: list, topk: int | None = None, bboxes: list | None = None) -> list[list[dict]]:
+        """`POST /image_search` per image (a PIL image or encoded image bytes), optionally cropped server-side
+        by a 0-1000 bbox each; per image the entries `{id, title, caption, score}`, best first."""
+        from seekrl.envs.image_kb import encode_png_base64
+
+        bodies = []
+        for image in images:
+            encoded = (base64.b64encode(bytes(image)).decode("ascii") if isinstance(image, (bytes, bytearray))
+                       else encode_png_base64(image))
+            bodies.append({"image": encoded})
+        return self._image_requests(bodies, topk, bboxes)
+
+    def image_search_by_id(self, image_ids: list[str], topk: int | None = None,
+                           bboxes: list | None = None) -> list[list[dict]]:
+        """Like `image_search`, for images the server's image index holds, by entry id."""
+        return self._image_requests([{"image_id": str(i)} for i in image_ids], topk, bboxes)
+
+    def _image_requests(self, bodies: list[dict], topk: int | None, bboxes: list | None) -> list[list[dict]]:
+        endpoint = self.url.removesuffix("/retrieve") + "/image_search"
+        if bboxes is not None and len(bboxes) != len(bodies):
+            raise ToolError(f"{len(bboxes)} bboxes for {len(bodies)} images", "invalid_request")
+        results = []
+        for i, body in enumerate(bodies):
+            body["topk"] = self.default_topk if topk is None else topk
+            if bboxes is not None and bboxes[i] is not None:
+                body["bbox"] = list(bboxes[i])
+            results.append(_validate_image_result(self._post(endpoint, body)))
+        return results
+
+    def _post(self, endpoint: str, body: dict):
+        """POST JSON with retries on transient failures; the decoded JSON payload of a 200, else ToolError."""
+        import httpx
+
         last: ToolError | None = None
         for attempt in range(self.max_retries + 1):
             if attempt:
                 time.sleep(self._delay(attempt - 1))
             try:
-                response = self._http.post(self.endpoint, json=body)
+                response = self._http.post(endpoint, json=body)
             except httpx.TimeoutException as err:
                 last = ToolError(f"retrieval server timed out ({type(err).__name__})", "timeout")
                 continue
             except httpx.TransportError as err:
-                last = ToolError(f"retrieval server unreachable at {self.endpoint}: {err}", "unavailable")
+                last = ToolError(f"retrieval server unreachable at {endpoint}: {err}", "unavailable")
                 continue
             if response.status_code == 200:
                 try:
-                    payload = response.json()
+                    return response.json()
                 except ValueError:
                     raise ToolError("retrieval server answered with a body that is not JSON", "bad_response") from None
-                return _validate_result(payload, len(queries))
             message = _server_message(response)
             if response.status_code in self.RETRY_STATUS:
                 last = ToolError(f"retrieval server error {response.status_code}: {message}", "http",

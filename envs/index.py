@@ -5,6 +5,7 @@ Directory layout (every kind shares it):
     docs/           packed corpus (DocStore): contents and ids, memory-mapped
     bm25/           bm25s files + tokenizer vocabulary      (bm25, hybrid)
     dense/          faiss.index + encoder config            (dense, hybrid)
+Image knowledge bases (kind "image") share the manifest but have their own layout: seekrl.envs.image_kb.
 """
 
 from __future__ import annotations
@@ -135,8 +136,11 @@ def load_index(directory: str | Path, **hybrid_overrides) -> Searcher:
 
     directory = Path(directory)
     manifest = read_manifest(directory)
-    store = DocStore(directory / "docs")
     kind = manifest["kind"]
+    if kind == "image":
+        raise IndexDirError(f"{directory} is an image index: load it with seekrl.envs.image_kb.ImageKB.load, or "
+                            "serve it with `seekrl retriever serve` (POST /image_search)")
+    store = DocStore(directory / "docs")
     if kind == "bm25":
         return BM25Index.load(directory / "bm25", store)
     if kind == "dense":

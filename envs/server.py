@@ -11,6 +11,17 @@ Requests are untrusted input, and a bad one must never take the server down or p
 - a missing/wrong bearer token when `api_key` is set -> 401 (constant-time comparison);
 - bounded behaviours: queries longer than `max_query_chars` are cut to that length (header
   `X-Truncated-Queries` counts them), a blank query gets an empty result list, an empty query list an empty result.
+
+With an image knowledge base (seekrl.envs.image_kb) the server also answers `POST /image_search`:
+Request  `{"image": base64 | null, "image_id": str | null, "bbox": [x1, y1, x2, y2] | null, "topk": int | null}`:
+         exactly one of `image` (a base64 image file, or a `data:image/...;base64,` URL) and `image_id` (a KB
+         entry's id); `bbox` (0-1000 coordinates relative to the image) crops before searching (a gaze),
+         none searches the whole image (a glance).
+Response `{"result": [{"id", "title", "caption", "score"}, ...]}`, best first.
+The same rules: strict schema -> 422; image larger than `max_image_bytes` decoded, or than `max_image_pixels`
+-> 413; invalid base64, an undecodable image, a bbox out of range (not 0 <= x1 < x2 <= 1000, 0 <= y1 < y2 <= 1000)
+or an unknown image id -> 422. A server started on an image index alone answers /retrieve with 404, and one
+without an image index answers /image_search with 404.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import json
 import threading
 from collections.abc import Callable
 
+import anyio
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -34,6 +46,8 @@ MAX_TOPK = 100
 MAX_QUERIES = 1024
 MAX_QUERY_CHARS = 4096
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_IMAGE_BYTES = 5 * 1024 * 1024  # decoded; base64 adds a third, so it fits in MAX_BODY_BYTES
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 class RetrieveRequest(BaseModel):
@@ -44,6 +58,17 @@ class RetrieveRequest(BaseModel):
     queries: list[str]
     topk: int | None = None
     return_scores: bool = False
+
+
+class ImageSearchRequest(BaseModel):
+    """`/image_search`: a base64 image or a KB image id, an optional 0-1000 bbox; strict types, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    image: str | None = None
+    image_id: str | None = None
+    bbox: list[float] | None = None
+    topk: int | None = None
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -93,13 +118,18 @@ class _Guard:
         return f"request body larger than {self.limit} bytes; send fewer or shorter queries"
 
 
-def create_app(index: Searcher | Callable[[], Searcher], api_key: str | None = None,
+def create_app(index: Searcher | Callable[[], Searcher] | None, api_key: str | None = None,
                default_topk: int = DEFAULT_TOPK, max_topk: int = MAX_TOPK, max_queries: int = MAX_QUERIES,
-               max_query_chars: int = MAX_QUERY_CHARS, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_query_chars: int = MAX_QUERY_CHARS, max_body_bytes: int = MAX_BODY_BYTES,
+               image_kb=None, max_image_bytes: int = MAX_IMAGE_BYTES,
+               max_image_pixels: int = MAX_IMAGE_PIXELS) -> FastAPI:
     """The app serving `index`; pass a zero-argument loader instead to open the index on first use
-    (each Ray Serve replica then loads its own copy in its own process)."""
+    (each Ray Serve replica then loads its own copy in its own process). `image_kb` (a seekrl.envs.image_kb
+    ImageKB) adds `POST /image_search`; `index` may then be None for an image-only server."""
     if not 1 <= default_topk <= max_topk:
         raise ValueError(f"default_topk must be in [1, max_topk={max_topk}], got {default_topk}")
+    if index is None and image_kb is None:
+        raise ValueError("nothing to serve: give a text index, an image_kb, or both")
     loader = index if callable(index) and not hasattr(index, "search") else (lambda: index)
     lock = threading.Lock()
     loaded: list[Searcher] = []
@@ -135,10 +165,54 @@ def create_app(index: Searcher | Callable[[], Searcher], api_key: str | None = N
     @app.get("/health")
     async def health():
         searcher = get_index()
-        return {"status": "ok", "kind": searcher.kind, "num_docs": len(searcher.store)}
+        if searcher is None:
+            return {"status": "ok", "kind": image_kb.kind, "num_images": len(image_kb),
+                    "encoder": image_kb.encoder.name}
+        status = {"status": "ok", "kind": searcher.kind, "num_docs": len(searcher.store)}
+        if image_kb is not None:
+            status["image"] = {"num_images": len(image_kb), "encoder": image_kb.encoder.name}
+        return status
+
+    # Image searches decode, crop and encode on the CPU: one at a time, off the event loop.
+    image_limiter = anyio.CapacityLimiter(1)
+
+    def image_search(body: ImageSearchRequest, topk: int) -> list[dict]:
+        from seekrl.envs.image_kb import ImageInputError, check_bbox, crop, decode_base64_image
+
+        if body.image is not None:
+            image = decode_base64_image(body.image, max_image_bytes, max_image_pixels)
+        else:
+            try:
+                image = image_kb.image(body.image_id)
+            except KeyError:
+                raise ImageInputError(f"unknown image_id {body.image_id[:100]!r}; send an id of the image index "
+                                      "or the image itself") from None
+        if body.bbox is not None:
+            image = crop(image, check_bbox(body.bbox))
+        return image_kb.search([image], topk)[0]
+
+    @app.post("/image_search")
+    async def image_search_endpoint(body: ImageSearchRequest):
+        from seekrl.envs.image_kb import ImageInputError
+
+        if image_kb is None:
+            return _error(404, "this server has no image index; serve one built with "
+                               "`seekrl retriever build --kind image`")
+        topk = default_topk if body.topk is None else body.topk
+        if not 1 <= topk <= max_topk:
+            return _error(422, f"topk must be between 1 and {max_topk}, got {topk}")
+        if (body.image is None) == (body.image_id is None):
+            return _error(422, "send exactly one of 'image' (base64) and 'image_id'")
+        try:
+            result = await anyio.to_thread.run_sync(image_search, body, topk, limiter=image_limiter)
+        except ImageInputError as err:
+            return _error(err.status, str(err))
+        return {"result": result}
 
     @app.post("/retrieve")
     async def retrieve_endpoint(body: RetrieveRequest):
+        if get_index() is None:
+            return _error(404, "this server has no text index (it serves an image index: POST /image_search)")
         topk = default_topk if body.topk is None else body.topk
         if not 1 <= topk <= max_topk:
             return _error(422, f"topk must be between 1 and {max_topk}, got {topk}")
