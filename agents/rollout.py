@@ -17,6 +17,7 @@ of each sampled token under the distribution it was sampled from (temperature, t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,8 @@ class Trajectory:
     truncated: bool = False
     stop_reason: str = ""
     searches: list[str] = field(default_factory=list)
+    # The documents each search returned, in the order of `searches`; None where the retrieval call failed.
+    search_results: list[list[dict] | None] = field(default_factory=list)
     turn_tokens: list[tuple[int, int]] = field(default_factory=list)  # (generated, observation) per turn
     eflops: float = 0.0  # Kinetics cost of this trajectory with the attention it ran with
     eflops_dense: float = 0.0  # the same trajectory with dense attention
@@ -161,19 +164,24 @@ class RolloutEngine:
                                                   add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def run(self, questions: list[str]) -> list[Trajectory]:
+    def run(self, questions: list[str], interrupt: Callable[[int], bool] | None = None) -> list[Trajectory]:
         """Roll out one trajectory per question (repeat a question to sample a group)."""
-        return self.run_ids([self.render_prompt(q) for q in questions])
+        return self.run_ids([self.render_prompt(q) for q in questions], interrupt)
 
-    def run_ids(self, prompts: list[list[int]]) -> list[Trajectory]:
-        """Roll out one trajectory per prompt given as token ids, in batches of `max_batch_size`."""
+    def run_ids(self, prompts: list[list[int]], interrupt: Callable[[int], bool] | None = None) -> list[Trajectory]:
+        """Roll out one trajectory per prompt given as token ids, in batches of `max_batch_size`.
+
+        `interrupt(i)`, when given, is asked after every sampled token of prompt i; True ends that trajectory
+        there (stop_reason "interrupted", no answer), keeping what it has so far. A server uses it for deadlines.
+        """
         size = self.config.max_batch_size
         results: list[Trajectory] = []
         was_training = self.model.training
         self.model.eval()
         try:
             for start in range(0, len(prompts), size):
-                results.extend(self._run_batch(prompts[start:start + size]))
+                batch_interrupt = None if interrupt is None else (lambda t, start=start: interrupt(start + t))
+                results.extend(self._run_batch(prompts[start:start + size], batch_interrupt))
         finally:
             self.model.train(was_training)
         return results
@@ -203,12 +211,13 @@ class RolloutEngine:
         return (head_ids + body[:keep] + tail_ids)[:limit]
 
     @torch.no_grad()
-    def _run_batch(self, prompts: list[list[int]]) -> list[Trajectory]:
+    def _run_batch(self, prompts: list[list[int]], interrupt: Callable[[int], bool] | None = None) -> list[Trajectory]:
         cfg = self.config
         device = self.model.device
         trajs = [Trajectory(prompt_ids=list(p)) for p in prompts]
         states = [TrajectoryState() for _ in prompts]
         live = list(range(len(prompts)))  # trajectory index of each cache row
+        interrupted: set[int] = set()
 
         # Prefill: left-padded prompts.
         width = max(len(p) for p in prompts)
@@ -248,6 +257,9 @@ class RolloutEngine:
                         active[row] = False
                     elif token in self.eos_ids or len(turn_ids[row]) >= budgets[row]:
                         active[row], ended[row] = False, True
+                    elif interrupt is not None and interrupt(live[row]):
+                        active[row], ended[row] = False, True
+                        interrupted.add(live[row])
                     else:
                         feed[row] = True
                 if not any(active):
@@ -266,7 +278,8 @@ class RolloutEngine:
                 traj, state = trajs[t], states[t]
                 state.num_turns += 1
                 turn_text = self.tokenizer.decode(turn_ids[row], skip_special_tokens=True)
-                reaction = self.protocol.react(self.protocol.parse(turn_text), state, ended[row])
+                reaction = Reaction("finish") if t in interrupted else self.protocol.react(
+                    self.protocol.parse(turn_text), state, ended[row])
                 if reaction.tool_failure:
                     state.tool_failures += 1
                 reactions.append(reaction)
@@ -281,8 +294,11 @@ class RolloutEngine:
                 room = cfg.max_total_tokens - len(traj.completion_ids)
                 if reaction.kind == "finish":
                     traj.answer = reaction.answer
-                    traj.stop_reason = "answer" if reaction.answer is not None else (
-                        "length" if ended[row] and turn_ids[row][-1] not in self.eos_ids else "stopped")
+                    if t in interrupted:
+                        traj.stop_reason = "interrupted"
+                    else:
+                        traj.stop_reason = "answer" if reaction.answer is not None else (
+                            "length" if ended[row] and turn_ids[row][-1] not in self.eos_ids else "stopped")
                     traj.truncated = traj.stop_reason == "length"
                     continue
                 if reaction.kind == "search":
@@ -290,6 +306,7 @@ class RolloutEngine:
                     state.searches.append(reaction.query)
                     docs = results[search_i] if results is not None else None
                     search_i += 1
+                    traj.search_results.append(docs)
                     if docs is None:
                         state.tool_failures += 1
                         ids_ = self._observation_ids(self._failed_search_text, min(room, cfg.max_obs_tokens))
