@@ -15,6 +15,7 @@ from seekrl import __version__
 from seekrl.cost_cli import cost
 from seekrl.eval_cli import eval_command
 from seekrl.retriever_cli import retriever_app
+from seekrl.serve import serve_command
 from seekrl.submit_cli import jobs_app, submit_command
 from seekrl.train_cli import quickstart_command, train_command
 
@@ -30,6 +31,7 @@ app.add_typer(recipe_app, name="recipe")
 app.add_typer(retriever_app, name="retriever")
 app.command("cost")(cost)
 app.command("eval")(eval_command)
+app.command("serve")(serve_command)
 app.command("train")(train_command)
 app.command("quickstart")(quickstart_command)
 app.command("submit")(submit_command)
