@@ -17,7 +17,7 @@ Requests, model outputs and retrieved documents are untrusted. A bad request get
 4xx and never takes the server down:
 - 401 without `Authorization: Bearer KEY` when `--api-key` is set (constant-time comparison);
 - 413 for a body over `--max-body-bytes` (counted while reading), a question over `--max-question-chars`, an
-  image over `--max-image-bytes`;
+  image over `--max-image-bytes`, a prompt that with `max_tokens` would not fit the model's positions;
 - 422 for malformed JSON or fields, an empty question, an image that is not base64, `max_turns` / `max_tokens`
   outside [1, the server's limit], `n` > 1, and image questions (they need the Glance-or-Gaze agent);
 - 504 when a request runs past `--timeout-s`; the body carries the partial trajectory under `partial`.
@@ -239,8 +239,11 @@ class DynamicBatcher:
     """Groups concurrent requests into one rollout batch; one batch runs at a time, in a worker thread.
 
     A batch takes the oldest request and every queued one with the same limits (max_turns, max_tokens), up to
-    `max_batch_size`. When the queue holds fewer than that, it first waits until the oldest request has waited
-    `max_wait_s`. The event loop stays free meanwhile, so /health, /metrics and new requests are served.
+    `max_batch_size`. When the queue holds fewer than that, it first waits up to `max_wait_s` for more, counted
+    from when the worker could start (the oldest request's arrival, or the end of the previous batch). Waiting
+    after a batch lets the clients it just answered come back in time to join the next one, instead of the load
+    settling into two half-size batches that take turns. The event loop stays free meanwhile, so /health,
+    /metrics and new requests are served.
     """
 
     def __init__(self, run: Callable[[list[Job]], list], max_batch_size: int, max_wait_s: float,
@@ -252,6 +255,7 @@ class DynamicBatcher:
         self.queue: list[Job] = []
         self.arrived = asyncio.Event()
         self.draining = False
+        self.free_since = 0.0  # time.monotonic() when the last batch ended
 
     def submit(self, job: Job) -> asyncio.Future:
         """Queue `job`; the future gets its trajectory. Cancelling the future takes the job out of its batch."""
@@ -278,7 +282,8 @@ class DynamicBatcher:
         try:
             while self.queue:
                 while len(self.queue) < self.max_batch_size:
-                    remaining = self.queue[0].arrival + self.max_wait_s - time.monotonic()
+                    ready = max(self.queue[0].arrival, self.free_since)
+                    remaining = ready + self.max_wait_s - time.monotonic()
                     if remaining <= 0:
                         break
                     self.arrived.clear()
@@ -295,6 +300,7 @@ class DynamicBatcher:
                 except Exception as err:  # a failed batch fails its requests, never the server
                     log.exception("rollout batch of %d failed", len(group))
                     results = [err] * len(group)
+                self.free_since = time.monotonic()
                 for job, result in zip(group, results, strict=True):
                     if job.future.done():
                         continue
@@ -581,19 +587,34 @@ def create_app(options: ServeOptions, agent: Agent | None = None):
         return engines[max_turns, max_tokens]
 
     def run_batch(jobs: list[Job]) -> list:
-        """One rollout for a batch of jobs with the same limits (in the batcher's worker thread)."""
+        """One rollout for a batch of jobs with the same limits, in the batcher's worker thread (the only thread
+        that tokenizes: a fast tokenizer must not be used by two threads at once). Per job: its trajectory, or
+        the Rejected of a prompt too long for the model, which leaves the rest of the batch unharmed."""
         engine = engine_for(jobs[0].max_turns, jobs[0].max_tokens)
+        positions = getattr(agent.model.config, "max_position_embeddings", None)
+        results: list = [None] * len(jobs)
+        prompts, rows = [], []
+        for i, job in enumerate(jobs):
+            ids = engine.render_prompt(job.question)
+            if positions and len(ids) + job.max_tokens > positions:
+                results[i] = Rejected(413, f"the prompt is {len(ids)} tokens; with max_tokens {job.max_tokens} it "
+                                           f"exceeds the model's {positions} positions: ask a shorter question or "
+                                           "lower max_tokens")
+            else:
+                prompts.append(ids)
+                rows.append(i)
 
-        def interrupt(i: int) -> bool:
+        def interrupt(k: int) -> bool:
             # Past its deadline, or given up on by its handler (a plain attribute read of the asyncio future).
-            return time.monotonic() >= jobs[i].deadline or jobs[i].future.cancelled()
+            job = jobs[rows[k]]
+            return time.monotonic() >= job.deadline or job.future.cancelled()
 
-        trajs = engine.run([job.question for job in jobs], interrupt=interrupt)
-        for traj in trajs:
+        for i, traj in zip(rows, engine.run_ids(prompts, interrupt=interrupt) if prompts else [], strict=True):
+            results[i] = traj
             metrics.searches.inc(traj.num_searches)
             metrics.tool_failures.inc(traj.tool_failures)
             metrics.retrieval_failures.inc(sum(r is None for r in traj.search_results))
-        return trajs
+        return results
 
     batcher = DynamicBatcher(run_batch, options.max_batch_size, options.max_wait_ms / 1000,
                              on_batch=metrics.batch_size.observe)
@@ -655,6 +676,8 @@ def create_app(options: ServeOptions, agent: Agent | None = None):
             raise Rejected(504, f"no answer within {options.timeout_s:g} s (--timeout-s); the request was still "
                                 "waiting for a batch or inside a retrieval call, so there is no partial "
                                 "trajectory") from None
+        except Rejected:
+            raise
         except Exception as err:
             raise Rejected(500, f"internal error while answering: {type(err).__name__}: {err}") from None
         finally:

@@ -194,6 +194,26 @@ def test_bad_bodies_never_crash_the_server(limited, questions):
     assert metric(page, 'seekrl_serve_requests_total{endpoint="other",status="404"}') == 1
 
 
+def test_a_prompt_too_long_for_the_model_fails_alone(searcher, bm25_server, questions):
+    # Both requests land in one batch (it starts once 2 wait); only the one the model cannot hold is refused.
+    with serving(searcher, HTTPClient(bm25_server.url), max_batch_size=2, max_wait_ms=60_000,
+                 max_question_chars=100_000) as srv:
+        asked = {"long": "x y " * 4000, "normal": questions[3]}
+        responses = {}
+
+        def ask(name: str) -> None:
+            responses[name] = post(srv.url, "/v1/answer", {"question": asked[name]})
+
+        threads = [threading.Thread(target=ask, args=(name,)) for name in asked]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert responses["long"].status_code == 413 and "model's 4096 positions" in responses["long"].json()["error"]
+        assert responses["normal"].status_code == 200 and responses["normal"].json()["answer"]
+        assert metric(httpx.get(srv.url + "/metrics").text, "seekrl_serve_batch_size_sum") == 2
+
+
 def test_timeout_gives_504_with_the_partial_trajectory(searcher, bm25_server, questions):
     # A deadline 1 microsecond after arrival has always passed by the first sampled token.
     with serving(searcher, HTTPClient(bm25_server.url), timeout_s=1e-6) as srv:
