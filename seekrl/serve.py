@@ -874,9 +874,9 @@ def serve_command(
     """Serve a trained agent over HTTP: POST /v1/answer, OpenAI-compatible POST /v1/chat/completions (with
     streaming), GET /health and GET /metrics (Prometheus).
 
-    Concurrent requests are rolled out together (dynamic batching); decoding is greedy. Failed searches do not
-    fail requests: the agent is told and continues, and the response says so. Every limit answers with a 4xx and
-    a message; a request past --timeout-s gets 504 with its partial trajectory.
+    Concurrent requests are rolled out together (dynamic batching); decoding is greedy.
+    A failed search does not fail the request: the agent is told, goes on, and the response says so.
+    Every limit answers 413/422 with a message; past --timeout-s a request gets 504 with its partial trajectory.
     """
     options = ServeOptions(
         model=model, retriever=retriever, protocol=protocol, adasearch_mode=adasearch_mode, host=host, port=port,

@@ -35,7 +35,8 @@ def test_answer_round_trip_with_a_real_retrieval_server(server, questions, bm25_
     response = post(server.url, "/v1/answer", {"question": questions[0], "return_trajectory": True}, AUTH)
     assert response.status_code == 200
     body = response.json()
-    assert {"answer", "decision", "num_searches", "searches", "tokens", "eflops", "latency_ms", "trajectory"} <= set(body)
+    required = {"answer", "decision", "num_searches", "searches", "tokens", "eflops", "latency_ms", "trajectory"}
+    assert required <= set(body)
     # The agent searched the BM25 server: each search lists the passages the server returned for its query.
     assert body["num_searches"] >= 1 and len(body["searches"]) == body["num_searches"]
     for search in body["searches"]:
