@@ -236,10 +236,15 @@ def _build_searcher(out_dir, seed=0):
     return build_tiny_searcher(out_dir, seed=seed)
 
 
-_BUILDERS = {"text": build_tiny_text_model, "vl": build_tiny_vl_model, "searcher": _build_searcher}
+def _build_gazer(out_dir, seed=0):
+    return build_tiny_gazer(out_dir, seed=seed)
 
 
-def _source_hash() -> str:
+_BUILDERS = {"text": build_tiny_text_model, "vl": build_tiny_vl_model, "searcher": _build_searcher,
+             "gazer": _build_gazer}
+
+
+def _source_hash(kind: str = "text") -> str:
     """Hash of the files a tiny model is made from, so that a cached model is rebuilt when they change."""
     import seekrl.agents.adasearch
     import seekrl.agents.gog
@@ -249,11 +254,19 @@ def _source_hash() -> str:
     h = hashlib.sha256(Path(__file__).read_bytes())
     for module in (seekrl.agents.search_r1, seekrl.agents.adasearch, seekrl.agents.protocol, seekrl.agents.gog):
         h.update(Path(module.__file__).read_bytes())
+    if kind == "gazer":
+        # The gazer is trained on trajectories rendered by these.
+        import seekrl.agents.vlm_rollout
+        import seekrl.gog_sft
+
+        for module in (seekrl.agents.vlm_rollout, seekrl.gog_sft):
+            h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()[:12]
 
 
 def tiny_model_dir(kind: str = "text", cache_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:
-    """Return a directory holding the tiny model of `kind` ("text", "vl" or "searcher"), building it on first use.
+    """Return a directory holding the tiny model of `kind` ("text", "vl", "searcher" or "gazer"), building it on
+    first use.
 
     The cache lives in `cache_dir`, else `$SEEKRL_CACHE/tiny`, else `~/.cache/seekrl/tiny`, keyed by the kind,
     the seed and a hash of this file. A build goes to a temporary directory that is renamed into place, so
@@ -262,7 +275,7 @@ def tiny_model_dir(kind: str = "text", cache_dir: str | os.PathLike | None = Non
     if kind not in _BUILDERS:
         raise ValueError(f"unknown tiny model kind {kind!r}; choose one of {sorted(_BUILDERS)}")
     root = Path(cache_dir or os.environ.get("SEEKRL_CACHE", Path.home() / ".cache" / "seekrl")) / "tiny"
-    target = root / f"{kind}-seed{seed}-{_source_hash()}"
+    target = root / f"{kind}-seed{seed}-{_source_hash(kind)}"
     if (target / "config.json").exists():
         return target
     root.mkdir(parents=True, exist_ok=True)
@@ -368,6 +381,64 @@ def build_tiny_searcher(out_dir: str | os.PathLike, seed: int = 0, steps: int = 
         labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
         attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch])
         loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(out)
+    (out / "seekrl_format_training.json").write_text(json.dumps({"steps": steps, "final_loss": loss.item()}))
+    return out
+
+
+def demo_image_world(seed: int = 0, num_train: int = 6, num_heldout: int = 2, tile: int = 28):
+    """A small seekrl.envs.image_world over 16 synthetic 64x64 images (no data files): 2x2 composites of
+    `tile`-pixel tiles, for tests and the tiny gazer."""
+    from seekrl.envs.image_world import SourceImage, _demo_png, generate_image_world
+
+    source = [SourceImage(f"demo{i}", _demo_png(i), ".png", "demo") for i in range(16)]
+    return generate_image_world(seed=seed, source=source, num_train=num_train, num_heldout=num_heldout, tile=tile)
+
+
+def build_tiny_gazer(out_dir: str | os.PathLike, seed: int = 0, steps: int = 120) -> Path:
+    """The tiny VLM after a few seconds of supervised training on scripted Glance-or-Gaze trajectories.
+
+    Random weights never close a `<gaze>` tag, so tests of multi-turn VLM rollouts (crops shown mid-trajectory)
+    start from this: the tiny VL model trained on seekrl.gog_sft's scripted trajectories over `demo_image_world`
+    (gaze at the asked quarter, glance first, wrong region first), rendered exactly as the VLM rollout engine
+    renders them, observations and crops masked. It learns the action format, not the answers.
+    """
+    import random
+    import shutil
+
+    import torch
+
+    from seekrl.agents.gog import GlanceOrGaze
+    from seekrl.envs.client import InProcessImageClient
+    from seekrl.envs.image_kb import ImageKB
+    from seekrl.envs.image_world import write_image_world
+    from seekrl.gog_sft import GoGCollator, SFTRecord, build_examples
+    from seekrl.models import load_model, load_processor
+
+    out = Path(out_dir)
+    base = build_tiny_vl_model(out, seed=seed)
+    world = demo_image_world(seed)
+    paths = write_image_world(world, out / "world")
+    protocol = GlanceOrGaze(max_turns=3, image_searcher=InProcessImageClient(ImageKB.load(paths["index"])),
+                            image_topk=1, show_crops=True)
+    records = [SFTRecord(q["id"], q["question"], world.composite_image(c), q["golden_answers"], tuple(q["bbox"]))
+               for c in world.composites for q in world.questions(c.split) if q["image_id"] == c.id]
+    processor = load_processor(base)
+    examples, _ = build_examples(processor, protocol, records, seed=seed)
+    shutil.rmtree(out / "world")
+    model = load_model(base, dtype="float32")
+    collate = GoGCollator(processor)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        batch = collate(rng.sample(examples, 8))
+        loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

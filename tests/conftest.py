@@ -53,6 +53,24 @@ def tiny_searcher_dir(tiny_cache) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gazer_dir(tiny_cache) -> Path:
+    """The tiny VL model after a few seconds of training on scripted Glance-or-Gaze trajectories (it gazes)."""
+    from seekrl.testing import tiny_model_dir
+
+    return tiny_model_dir("gazer", cache_dir=tiny_cache)
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory):
+    """seekrl.testing.demo_image_world written to disk: (world, paths) with its image KB index."""
+    from seekrl.envs.image_world import write_image_world
+    from seekrl.testing import demo_image_world
+
+    world = demo_image_world(0)
+    return world, write_image_world(world, tmp_path_factory.mktemp("demo-world"))
+
+
+@pytest.fixture(scope="session")
 def bm25_dir(shared_data, tmp_path_factory) -> Path:
     """BM25 index over the 6,200 real multi-hop passages (built in a few seconds)."""
     from seekrl.envs.index import build_index
