@@ -134,6 +134,9 @@ class VLRolloutEngine(RolloutEngine):
         self.processor = processor
         self.image_token_id = model.config.image_token_id
         self.merge = model.config.vision_config.spatial_merge_size
+        # A sampled placeholder would have no pixels behind it (the forward pass then fails): never sample one.
+        self.suppressed = [i for i in (model.config.image_token_id, getattr(model.config, "video_token_id", None))
+                           if i is not None]
 
     # --- images -> tokens ----------------------------------------------------------------------------------------
 
@@ -223,6 +226,7 @@ class VLRolloutEngine(RolloutEngine):
             budgets = [min(cfg.max_new_tokens_per_turn, cfg.max_total_tokens - len(trajs[t].completion_ids))
                        for t in live]
             while True:
+                logits[:, self.suppressed] = float("-inf")
                 tokens, logps = sample_tokens(logits, cfg.temperature, cfg.top_p, self.generator)
                 tokens_l, logps_l = tokens.tolist(), logps.tolist()
                 feed = [False] * n

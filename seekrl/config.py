@@ -300,6 +300,77 @@ class StageSpec:
 
 
 @dataclass
+class GoGLoraSection(LoraSection):
+    """LoRA of the Glance-or-Gaze SFT stage: on by default, rank 8 as published."""
+
+    enabled: bool = _f(True, "Train LoRA adapters instead of all weights (they are merged into the saved model).")
+    r: int = _f(8, "LoRA rank (published: 8).")
+    alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / r).")
+
+
+@dataclass
+class GoGSFTSection:
+    """Glance-or-Gaze stage 1, reflective SFT (seekrl.gog_sft): how trajectories are built, filtered, trained."""
+
+    source: Literal["scripted", "teacher"] = _f(
+        "scripted", "scripted: templates from the knowledge base where it knows the answer region; teacher: an "
+                    "OpenAI-compatible VLM endpoint (teacher_url, teacher_model) plays the agent.")
+    mix: dict[str, float] = _f({"gaze": 0.5, "glance_first": 0.25, "wrong_region": 0.25},
+                               "Scripted variants and their probabilities: gaze at the answer region; glance first, "
+                               "then gaze; gaze at a wrong region first, reflect, then gaze at the right one.")
+    samples: int = _f(1, "Trajectories built per training question (before filtering).")
+    min_iou: float = _f(0.5, "Filter: the last gaze must overlap the answer region (when known) with at least this IoU.")
+    subem: bool = _f(False, "Filter with SubEM (a gold answer inside the answer) instead of EM.")
+    teacher_url: str | None = _f(None, "Teacher: base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
+    teacher_model: str | None = _f(None, "Teacher: the model name the server expects.")
+    teacher_api_key_env: str | None = _f(None, "Teacher: environment variable holding its API key (none if unset).")
+    teacher_temperature: float = _f(0.0, "Teacher: sampling temperature.")
+    teacher_max_tokens: int = _f(512, "Teacher: tokens per turn.")
+    epochs: float = _f(3.0, "SFT epochs (published: 3).")
+    learning_rate: float = _f(1e-4, "SFT peak learning rate (published: 1e-4), cosine schedule.")
+    batch_size: int = _f(8, "Global batch: trajectories per optimizer step (published: 8).")
+    per_device_batch_size: int = _f(8, "Trajectories per forward pass; gradient accumulation makes up batch_size.")
+    lora: GoGLoraSection = _f(GoGLoraSection(), "LoRA of the SFT stage (published: rank 8); merged into the saved "
+                                                "model. enabled: false fine-tunes all weights.")
+
+
+@dataclass
+class GoGLevelsSection:
+    """Glance-or-Gaze stage 2, complexity-adaptive RL: each training sample's pass rate under the SFT model (k
+    samples) sorts it into a level; GRPO trains on one level (seekrl.gog_stages)."""
+
+    samples: int = _f(4, "k: rollouts sampled per training question to measure its pass rate.")
+    temperature: float = _f(1.0, "Sampling temperature of the k rollouts.")
+    level1_min: float = _f(0.25, "Level 1 ('solved about half the time'): level1_min <= pass rate <= level1_max.")
+    level1_max: float = _f(0.75, "Above level1_max a sample counts as mastered (level 0) and is not trained on.")
+    train_on: Literal["level2", "level1", "level1+2", "all"] = _f(
+        "level2", "Which samples GRPO trains on: level2 (pass rate < level1_min, 'frequently failed': the "
+                  "published setting), level1, both, or all (ablations).")
+    accuracy: Literal["em", "subem"] = _f("em", "How a sampled answer counts as solved when measuring pass rates.")
+
+
+@dataclass
+class GoGSection:
+    """Glance-or-Gaze (agent.protocol: gog): the image knowledge base the glance/gaze actions search, what the
+    policy is shown, and the two training stages. With `world.enabled` a gog recipe generates the composite-image
+    world (seekrl.envs.image_world) into output.dir/world instead of the text world: data.train, data.eval and
+    image_index_dir default to its questions and its image index."""
+
+    image_index_dir: str | None = _f(None, "Image knowledge base index (seekrl retriever build --kind image), "
+                                           "searched in-process.")
+    image_url: str | None = _f(None, "Base URL of a server with POST /image_search, instead of image_index_dir.")
+    image_topk: int = _f(3, "Knowledge-base entries returned per glance / gaze.")
+    show_crops: bool = _f(True, "Show each gaze's crop to the policy as a new image after its observation.")
+    reflect_below: float | None = _f(0.8, "A best match under this similarity ends the observation with a prompt to "
+                                          "look elsewhere (0.8 suits the offline descriptor); null: never.")
+    world_num_train: int = _f(32, "World: training composites (4 tiles, 2 questions per tile).")
+    world_num_heldout: int = _f(8, "World: held-out composites, of images never seen in training.")
+    world_tile: int = _f(112, "World: tile side in pixels (a composite is 2 x tile square).")
+    sft: GoGSFTSection = _f(GoGSFTSection(), "Stage 1: reflective SFT.")
+    levels: GoGLevelsSection = _f(GoGLevelsSection(), "Stage 2: pass-rate levels (a `label` stage in a gog recipe).")
+
+
+@dataclass
 class Recipe:
     """A complete job description: one YAML file, one section per component."""
 
@@ -320,6 +391,7 @@ class Recipe:
     world: WorldSection = _f(WorldSection(), "Synthetic knowledge world (quickstart).")
     sft: SFTSection = _f(SFTSection(), "Warm-start SFT stage settings.")
     label: LabelSection = _f(LabelSection(), "Pseudo-label stage settings.")
+    gog: GoGSection = _f(GoGSection(), "Glance-or-Gaze: image knowledge base, reflective SFT, pass-rate levels.")
     stages: list[StageSpec] = _f([], "Stages run in order in one job; empty runs one GRPO stage.")
 
 

@@ -10,7 +10,8 @@ Trajectories come from one of two sources, then are filtered and rendered exactl
   a record without one by glancing at the whole image. The decision is written as a short `<think>` (the glance
   at the image in the prompt: which region does the question ask about?). Reflective variants, drawn with
   `mix` probabilities: `glance_first` (glance, the weak match prompts a gaze, then gaze at the region) and
-  `wrong_region` (gaze first at a region that misses the answer region, reflect, gaze at the right one). The
+  `wrong_region` (gaze first at a region that misses the answer region, the centre of a composite, whose weak
+  match makes the observation ask for another region; reflect, gaze at the right one). The
   answer is read from the observation: the first gold answer that occurs in the retrieved entries' titles or
   captions (normalised, as SubEM); when none occurs the script has no answer and the filter drops it;
 - teacher (`teacher_turns`): any OpenAI-compatible chat-completions endpoint serving a VLM (vLLM, SGLang, a
@@ -50,6 +51,25 @@ log = logging.getLogger(__name__)
 IGNORE = -100
 TILE_WORDS = {(0, 0, 500, 500): "top-left", (500, 0, 1000, 500): "top-right", (0, 500, 500, 1000): "bottom-left",
               (500, 500, 1000, 1000): "bottom-right"}
+CENTRE = (250, 250, 750, 750)
+# What the scripts and observations say, for tokenizers trained offline (seekrl.testing.build_gog_world_model).
+SCRIPT_PHRASES = (
+    "<think> The question asks about the top-left quarter. I gaze at it. </think><gaze>[0, 0, 500, 500]</gaze>",
+    "<think> I gaze at the middle of the picture. </think><gaze>[250, 250, 750, 750]</gaze>",
+    "<think> Nothing there matches what the question asks about, the bottom-right quarter. I gaze at it. </think>"
+    "<gaze>[500, 500, 1000, 1000]</gaze>",
+    "<think> I first search with the whole picture. </think><glance></glance>",
+    "<think> The whole picture does not match what the question asks about, the top-right quarter. I gaze at it. "
+    "</think><gaze>[500, 0, 1000, 500]</gaze>",
+    "<think> The region shows Kalomir. </think><answer> Kalomir </answer>",
+    "<think> The question is about the whole picture. I search with it. </think><glance></glance>",
+    "<think> The knowledge base says Spain. </think><answer> Spain </answer>",
+    "<information>Image 1(Title: Kalomir) Kalomir, first recorded in Vasno.",
+    "Nothing in the knowledge base matches this region closely (best similarity 0.52): it may be the wrong region. "
+    "Gaze at another region, or search text.",
+    "Nothing in the knowledge base matches the whole image closely (best similarity 0.61). Gaze at the region the "
+    "question is about.", "The region follows as a new image.",
+)
 DEFAULT_MIX = {"gaze": 0.5, "glance_first": 0.25, "wrong_region": 0.25}
 
 
@@ -70,6 +90,8 @@ def iou(a, b) -> float:
 
 def region_words(bbox) -> str:
     """How a script names a region: a quarter's name, else its box."""
+    if tuple(bbox) == CENTRE:
+        return "the middle of the picture"
     return f"the {TILE_WORDS[tuple(bbox)]} quarter" if tuple(bbox) in TILE_WORDS else f"the region {list(bbox)}"
 
 
@@ -86,12 +108,12 @@ def gold_in_entries(entries: list[dict], golds: list[str]) -> str | None:
     return None
 
 
-def distractor_box(bbox, rng: random.Random) -> tuple[int, int, int, int]:
-    """A region that misses `bbox` (IoU < 0.2): the opposite quarter when bbox is a quarter, else a quarter of
-    the image away from it."""
-    quarters = list(TILE_WORDS)
-    options = [q for q in quarters if iou(q, bbox) < 0.2]
-    return rng.choice(options) if options else (0, 0, 1000, 1000)
+def distractor_box(bbox) -> tuple[int, int, int, int]:
+    """A region that misses `bbox` (IoU < 0.2): the centre of the image, which straddles all four quarters of a
+    composite (so the knowledge base matches it weakly and the observation asks for another region), else the
+    quarter farthest from `bbox`."""
+    options = [CENTRE] + sorted(TILE_WORDS, key=lambda q: iou(q, bbox))
+    return next((box for box in options if iou(box, bbox) < 0.2), options[1])
 
 
 # --- rendering ------------------------------------------------------------------------------------------------
@@ -169,11 +191,10 @@ def render_gog_trajectory(processor, protocol, question: str, image, turns: list
 
 # --- sources --------------------------------------------------------------------------------------------------
 
-def scripted_turns(protocol, question: str, image, golds: list[str], bbox=None, variant: str = "gaze",
-                   rng: random.Random | None = None) -> list[str] | None:
+def scripted_turns(protocol, question: str, image, golds: list[str], bbox=None,
+                   variant: str = "gaze") -> list[str] | None:
     """The turns of one scripted trajectory (module docstring), or None when the knowledge base does not return
     a gold answer for the answer region. Runs the image searches it needs (cached by the knowledge base)."""
-    rng = rng or random.Random(0)
     state = protocol.new_state(image)
     target = tuple(bbox) if bbox is not None else None
 
@@ -195,16 +216,17 @@ def scripted_turns(protocol, question: str, image, golds: list[str], bbox=None, 
         turns.append("<think> I first search with the whole picture. </think><glance></glance>")
         entries = search(None)
         if gold_in_entries(entries[:1], golds) is None:
-            turns.append(f"<think> The whole picture does not match. The question asks about {where}. I gaze at it. "
-                         f"</think><gaze>{list(target)}</gaze>")
+            turns.append(f"<think> The whole picture does not match what the question asks about, {where}. I gaze "
+                         f"at it. </think><gaze>{list(target)}</gaze>")
         else:
             variant = "gaze_done"
     elif variant == "wrong_region":
-        wrong = distractor_box(target, rng)
+        wrong = distractor_box(target)
         turns.append(f"<think> I gaze at {region_words(wrong)}. </think><gaze>{list(wrong)}</gaze>")
-        search(wrong)
-        turns.append(f"<think> That region is not what the question asks about. The question asks about {where}. "
-                     f"I gaze at it. </think><gaze>{list(target)}</gaze>")
+        if gold_in_entries(search(wrong)[:1], golds) is not None:
+            return None  # the wrong region found the answer: not a reflection
+        turns.append(f"<think> Nothing there matches what the question asks about, {where}. I gaze at it. "
+                     f"</think><gaze>{list(target)}</gaze>")
     else:
         turns.append(f"<think> The question asks about {where}. I gaze at it. </think><gaze>{list(target)}</gaze>")
     entries = state.image_results[-1] if variant == "gaze_done" else search(target)
@@ -324,8 +346,6 @@ def filter_reason(rendered: Rendered, golds: list[str], bbox=None, min_iou: floa
         return "wrong answer"
     if bbox is not None and rendered.gazes and iou(rendered.gazes[-1], tuple(bbox)) < min_iou:
         return "last gaze misses the answer region"
-    if bbox is not None and "gaze" not in rendered.actions and "search" not in rendered.actions:
-        return "the answer region was never looked at"
     return None
 
 
@@ -377,7 +397,7 @@ def build_examples(processor, protocol, records: list[SFTRecord], source: str = 
             elif source == "scripted":
                 variant = rng.choices(variants, weights)[0] if record.bbox is not None else "glance"
                 turns = scripted_turns(protocol, record.question, record.image, record.golds, record.bbox,
-                                       variant, rng)
+                                       variant)
             else:
                 raise ValueError(f"unknown trajectory source {source!r}; use scripted or teacher")
             if turns is None:

@@ -162,11 +162,13 @@ def build_tiny_text_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     return out
 
 
-def build_tiny_vl_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+def build_tiny_vl_model(out_dir: str | os.PathLike, seed: int = 0, tokenizer=None, hidden_size: int = 64,
+                        num_layers: int = 2) -> Path:
     """Write a processor and a randomly initialised tiny `Qwen2_5_VLForConditionalGeneration` to `out_dir`.
 
     The vision tower has 2 blocks of width 32 over 14-pixel patches merged 2x2, so a 56x56 image costs
-    4 image tokens; image resolution is bounded by the processor's min/max pixels.
+    4 image tokens; image resolution is bounded by the processor's min/max pixels. `tokenizer` (default: the
+    generic one of `train_tokenizer`), `hidden_size` and `num_layers` size the language model.
     """
     import torch
     from transformers import (
@@ -180,20 +182,21 @@ def build_tiny_vl_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     from seekrl.models import image_only_processor
 
     out = Path(out_dir)
-    tok = train_tokenizer()
+    tok = tokenizer if tokenizer is not None else train_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    hidden, heads = 64, 4
+    hidden, heads = hidden_size, 4
     config = Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=len(tok),
             hidden_size=hidden,
-            intermediate_size=128,
-            num_hidden_layers=2,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=num_layers,
             num_attention_heads=heads,
             num_key_value_heads=2,
             max_position_embeddings=4096,
-            # M-RoPE splits the rotary half-dimension (head_dim / 2 = 8) over time, height and width.
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            # M-RoPE splits the rotary half-dimension (head_dim / 2) over time, height and width.
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                             "mrope_section": _mrope_section(hidden // heads // 2)},
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
             bos_token_id=None,
@@ -230,6 +233,25 @@ def build_tiny_vl_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def _mrope_section(half: int) -> list[int]:
+    """Time / height / width split of the rotary half-dimension, Qwen2.5-VL's 16:24:24 proportions (8 -> 2, 3, 3)."""
+    t = max(1, half // 4)
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def build_gog_world_model(world, out_dir: str | os.PathLike, seed: int = 0, hidden_size: int = 128,
+                          num_layers: int = 2, vocab_size: int = 2048) -> Path:
+    """A randomly initialised tiny Qwen2.5-VL whose tokenizer was also trained on a composite-image world's text
+    (seekrl.envs.image_world: names, places, questions, captions): the GoG quickstart's base model."""
+    from seekrl.gog_sft import SCRIPT_PHRASES
+
+    text = [t.caption for t in world.things] + [t.name for t in world.things] + list(SCRIPT_PHRASES)
+    text += [q["question"] for split in ("train", "heldout") for q in world.questions(split)]
+    tok = train_tokenizer(vocab_size, extra_text="\n".join(text))
+    return build_tiny_vl_model(out_dir, seed=seed, tokenizer=tok, hidden_size=hidden_size, num_layers=num_layers)
 
 
 def _build_searcher(out_dir, seed=0):
@@ -399,12 +421,12 @@ def demo_image_world(seed: int = 0, num_train: int = 6, num_heldout: int = 2, ti
     return generate_image_world(seed=seed, source=source, num_train=num_train, num_heldout=num_heldout, tile=tile)
 
 
-def build_tiny_gazer(out_dir: str | os.PathLike, seed: int = 0, steps: int = 120) -> Path:
+def build_tiny_gazer(out_dir: str | os.PathLike, seed: int = 0, steps: int = 150) -> Path:
     """The tiny VLM after a few seconds of supervised training on scripted Glance-or-Gaze trajectories.
 
     Random weights never close a `<gaze>` tag, so tests of multi-turn VLM rollouts (crops shown mid-trajectory)
     start from this: the tiny VL model trained on seekrl.gog_sft's scripted trajectories over `demo_image_world`
-    (gaze at the asked quarter, glance first, wrong region first), rendered exactly as the VLM rollout engine
+    (gaze at the asked quarter, or glance first), rendered exactly as the VLM rollout engine
     renders them, observations and crops masked. It learns the action format, not the answers.
     """
     import random
@@ -428,19 +450,23 @@ def build_tiny_gazer(out_dir: str | os.PathLike, seed: int = 0, steps: int = 120
     records = [SFTRecord(q["id"], q["question"], world.composite_image(c), q["golden_answers"], tuple(q["bbox"]))
                for c in world.composites for q in world.questions(c.split) if q["image_id"] == c.id]
     processor = load_processor(base)
-    examples, _ = build_examples(processor, protocol, records, seed=seed)
+    examples, _ = build_examples(processor, protocol, records, seed=seed, samples=2,
+                                 mix={"gaze": 0.8, "glance_first": 0.2})
     shutil.rmtree(out / "world")
     model = load_model(base, dtype="float32")
     collate = GoGCollator(processor)
     torch.manual_seed(seed)
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # Linear warm-up over 10 steps, then linear decay to 0.
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * (1 - s / steps))
     model.train()
     for step in range(steps):
         batch = collate(rng.sample(examples, 8))
         loss = model(**batch).loss
         loss.backward()
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad()
     model.eval()
     model.save_pretrained(out)

@@ -386,10 +386,16 @@ def train(recipe: Recipe, resume: bool = False, labels: dict[str, str | None] | 
     """Run a recipe on Ray (embedded or at `ray.address`); returns the Ray Train `Result`.
 
     A recipe with `stages` runs them in order (seekrl.stages) and returns their summary instead. `labels` are
-    the pseudo-labels of an earlier label stage (question id -> "yes"/"no").
+    the pseudo-labels of an earlier label stage (question id -> "yes"/"no"). A Glance-or-Gaze recipe
+    (`agent.protocol: gog`) runs its stages through seekrl.gog_stages.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    if recipe.agent.protocol == "gog":
+        from seekrl.gog_stages import run_gog
+
+        return run_gog(recipe, resume)
 
     if recipe.stages or recipe.world.enabled:
         from seekrl.stages import run_stages

@@ -35,16 +35,18 @@ def _questions(world, n=8):
     return [r["question"] for r in rows], [images[r["image_id"]] for r in rows]
 
 
-def _full_forward_logprobs(model, traj):
+def _full_forward_logprobs(model, traj, temperature: float):
     """Per completion token, its log-probability under one forward pass over [prompt | completion] with every
-    image's pixels: what the GRPO trainer computes."""
+    image's pixels (what the GRPO trainer computes), at the sampling temperature, placeholders excluded."""
     ids = torch.tensor([traj.prompt_ids + traj.completion_ids])
     vision = vision_batch([traj])
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=vision["pixel_values"],
                        image_grid_thw=vision["image_grid_thw"],
                        mm_token_type_ids=(ids == model.config.image_token_id).long()).logits
-    logp = torch.log_softmax(logits[0].float(), dim=-1)
+    logits = logits[0].float() / temperature
+    logits[:, [model.config.image_token_id, model.config.video_token_id]] = float("-inf")
+    logp = torch.log_softmax(logits, dim=-1)
     start = len(traj.prompt_ids) - 1
     return [logp[start + i, tok].item() for i, tok in enumerate(traj.completion_ids)]
 
@@ -74,7 +76,7 @@ def test_crops_are_inserted_and_logprobs_match_training_forward(gazer, protocol,
     world, _ = demo_world
     questions, images = _questions(world)
     engine = VLRolloutEngine(model, processor, protocol, None,
-                             RolloutConfig(max_new_tokens_per_turn=48, max_total_tokens=320), seed=0)
+                             RolloutConfig(max_new_tokens_per_turn=64, max_total_tokens=320, temperature=0.7), seed=0)
     trajs = engine.run(questions, images)
     image_id = model.config.image_token_id
     with_crops = [t for t in trajs if t.num_images > 1]
@@ -92,7 +94,7 @@ def test_crops_are_inserted_and_logprobs_match_training_forward(gazer, protocol,
                 assert keep == 0 and lp == 0.0
         assert len(traj.completion_ids) <= 320
     for traj in with_crops[:2]:
-        full = _full_forward_logprobs(model, traj)
+        full = _full_forward_logprobs(model, traj, 0.7)
         sampled = [(f, lp) for f, lp, keep in zip(full, traj.logprobs, traj.env_mask) if keep]
         assert max(abs(f - lp) for f, lp in sampled) < 1e-3
         # The crop shown is the gazed region of the question's image.
@@ -105,7 +107,7 @@ def test_batched_equals_alone_greedy(gazer, protocol, demo_world):
     model, processor = gazer
     world, _ = demo_world
     questions, images = _questions(world, 4)
-    config = RolloutConfig(max_new_tokens_per_turn=48, max_total_tokens=320, temperature=0.0)
+    config = RolloutConfig(max_new_tokens_per_turn=64, max_total_tokens=320, temperature=0.0)
     together = VLRolloutEngine(model, processor, protocol, None, config).run(questions, images)
     alone = VLRolloutEngine(model, processor, protocol, None, config).run(questions[2:3], images[2:3])[0]
     assert together[2].completion_ids[:40] == alone.completion_ids[:40]
