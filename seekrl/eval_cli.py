@@ -3,6 +3,8 @@
     seekrl eval --model PATH --benchmarks nq,hotpotqa --retriever http://127.0.0.1:8000 --protocol search_r1
     seekrl eval --model PATH --benchmarks nq,triviaqa --data-dir ../shared/data/qa --protocol parametric
     seekrl eval --model scripted:reader --benchmarks ../shared/data/multihop/questions.jsonl --retriever INDEX_DIR
+    seekrl eval --model PATH --protocol gog --benchmarks ../shared/data/multimodal/infoseek_mini_5.parquet \
+        --image-retriever IMAGE_INDEX_DIR
     seekrl eval recipes/eval_search_r1.yaml eval.limit=50
 
 Heavy libraries (torch, transformers, ray) load only when the command runs, so `seekrl --help` stays fast.
@@ -41,10 +43,15 @@ def eval_command(
              "label=PATH to name a row.", rich_help_panel="What to evaluate")] = None,
     protocol: Annotated[str | None, typer.Option(
         help="search_r1 | adasearch | parametric (answer directly, no retrieval) | rag (retrieve top-k for the "
-             "question once, then answer).", rich_help_panel="What to evaluate")] = None,
+             "question once, then answer) | gog (Glance-or-Gaze on image questions; needs --image-retriever).",
+        rich_help_panel="What to evaluate")] = None,
     retriever: Annotated[str | None, typer.Option(
         help="http(s) URL of a /retrieve server (seekrl retriever serve) or an index directory (seekrl retriever "
              "build) searched in-process.", rich_help_panel="What to evaluate")] = None,
+    image_retriever: Annotated[str | None, typer.Option(
+        help="Glance-or-Gaze: the image knowledge base the glance/gaze actions search, an image index directory "
+             "(seekrl retriever build --kind image) or an http(s) URL of a server with /image_search.",
+        rich_help_panel="What to evaluate")] = None,
     data_dir: Annotated[str | None, typer.Option(
         help="Folder with local copies of the FlashRAG benchmarks ({name}/test.jsonl or test_{name}.jsonl); "
              "names found there are read from it instead of the Hub.", rich_help_panel="What to evaluate")] = None,
@@ -101,7 +108,8 @@ def eval_command(
     from seekrl.config import RecipeError, load_recipe
     from seekrl.evaluate import EvalError, EvalOptions, evaluate, options_from_recipe
 
-    given = {"model": model, "protocol": protocol, "retriever": retriever, "data_dir": data_dir,
+    given = {"model": model, "protocol": protocol, "retriever": retriever, "image_retriever": image_retriever,
+             "data_dir": data_dir,
              "adasearch_mode": adasearch_mode, "limit": limit, "out_dir": out, "hardware": hardware,
              "temperature": temperature, "top_p": top_p, "num_samples": num_samples, "seed": seed,
              "awareness_probe": awareness_probe, "awareness_threshold": awareness_threshold,

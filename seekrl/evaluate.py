@@ -14,6 +14,12 @@ Setup → run → report, top to bottom:
 Metrics per question are those of `seekrl.rewards` (EM, F1, SubEM on the answer inside `<answer>`; no answer
 scores as the empty string). Per benchmark they are averaged over questions; "average" is the mean over
 benchmarks (the papers' "Avg." column). Search rate is the fraction of questions with at least one search.
+
+Glance-or-Gaze (`--protocol gog`, image benchmarks: the FVQA / MMSearch-R1 parquet layout such as
+`lmms-lab/FVQA` or ../shared/data/multimodal/infoseek_mini_5.parquet, OK-VQA jsonl with its images folder) runs
+the VLM rollout engine with the image knowledge base of `--image-retriever`; every question must have an image.
+Its rows add the search rate split by action (text search / glance / gaze: the share of questions with at least
+one), gazes per question and the gaze share (gazes among all tool calls) (seekrl.gog_probe).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from seekrl.data import FLASHRAG_CONFIGS, FLASHRAG_ID, DataError, QARecord, read
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("search_r1", "adasearch", "parametric", "rag")
+PROTOCOLS = ("search_r1", "adasearch", "parametric", "rag", "gog")
 SCRIPTED_PREFIX = "scripted:"
 
 AWARE_DEFINITION = (
@@ -79,13 +85,18 @@ class EvalOptions:
     max_answer_chars: int | None = 80
     seed: int = 0
     progress: bool = True
+    # Glance-or-Gaze only: the image knowledge base (index directory or /image_search URL) and what is shown.
+    image_retriever: str | None = None
+    image_topk: int = 3
+    show_crops: bool = True
+    reflect_below: float | None = 0.8
 
 
 # Options that change what a prediction is: a rerun into the same --out must keep them equal.
 RUN_KEYS = ("model", "protocol", "retriever", "adasearch_mode", "temperature", "top_p", "num_samples",
             "awareness_probe", "awareness_threshold", "awareness_temperature", "topk", "max_turns",
             "max_query_chars", "max_new_tokens_per_turn", "max_total_tokens", "max_obs_tokens", "hardware", "dtype",
-            "seed")
+            "seed", "image_retriever", "image_topk", "show_crops", "reflect_below")
 
 
 # --- benchmarks -------------------------------------------------------------------------------------------------
@@ -226,8 +237,34 @@ def open_client(retriever: str | None, topk: int):
     return InProcessClient(load_index(retriever), default_topk=topk)
 
 
+def check_image_retriever(options: EvalOptions) -> None:
+    """Glance-or-Gaze: fail before the model loads when the image knowledge base is missing or unusable."""
+    if not options.image_retriever:
+        raise EvalError("protocol 'gog' searches images: give --image-retriever INDEX_DIR (`seekrl retriever build "
+                        "--kind image`) or an http(s) URL of a server with /image_search")
+    from seekrl.envs.client import HTTPClient, ToolError
+    from seekrl.envs.index import IndexDirError, read_manifest
+
+    if options.image_retriever.startswith(("http://", "https://")):
+        with HTTPClient(options.image_retriever, max_retries=0) as client:
+            try:
+                client.health()
+            except ToolError as err:
+                raise EvalError(f"{err}; start it with `seekrl retriever serve --image-index DIR`") from None
+        return
+    try:
+        manifest = read_manifest(options.image_retriever)
+    except IndexDirError as err:
+        raise EvalError(str(err)) from None
+    if manifest.get("kind") != "image":
+        raise EvalError(f"--image-retriever {options.image_retriever} is a {manifest.get('kind')} index, not an "
+                        "image index; build one with `seekrl retriever build --kind image`")
+
+
 def check_retriever(options: EvalOptions) -> None:
     """Fail before the model loads when the protocol searches and the retriever is missing or unusable."""
+    if options.protocol == "gog":
+        check_image_retriever(options)
     needs = options.protocol in ("search_r1", "rag") or options.model.startswith(SCRIPTED_PREFIX) or (
         options.protocol == "adasearch" and options.adasearch_mode in ("adaptive", "search"))
     if not needs:
@@ -335,7 +372,11 @@ class EvalWorker:
 
     def __init__(self, options: EvalOptions):
         self.options = options
-        if options.model.startswith(SCRIPTED_PREFIX):
+        if options.protocol == "gog":
+            from seekrl.gog_probe import GoGEvalAgent
+
+            self.agent = GoGEvalAgent(options)
+        elif options.model.startswith(SCRIPTED_PREFIX):
             from seekrl.agents.scripted import SCRIPTED_AGENTS
 
             self.agent = SCRIPTED_AGENTS[options.model](open_client(options.retriever, options.topk), options.topk)
@@ -344,7 +385,7 @@ class EvalWorker:
 
     def run_chunk(self, attention_label: str, benchmark: str, records: list[QARecord]) -> list[dict]:
         attention, settings = parse_attention(attention_label)
-        if isinstance(self.agent, PolicyAgent):
+        if isinstance(self.agent, PolicyAgent) or self.options.protocol == "gog":
             results = self.agent.run(benchmark, records, attention, settings)
             rates = self.agent.probe(benchmark, records) if self.options.awareness_probe else None
         else:
@@ -381,6 +422,10 @@ def score_line(attention: str, benchmark: str, record: QARecord, samples: list, 
                        "turn_tokens": [list(t) for t in traj.turn_tokens], **extra},
         "num_images": len(record.images),
     }
+    if hasattr(traj, "actions"):  # a Glance-or-Gaze rollout: its tool calls by action, and the images it was shown
+        line.update(num_text_searches=traj.actions.count("search"), num_glances=traj.actions.count("glance"),
+                    num_gazes=traj.actions.count("gaze"), gazes=[list(g) for g in traj.gazes],
+                    images_shown=traj.num_images)
     if len(samples) > 1:
         line["samples"] = [{"prediction": t.answer or "", "em": exact_match(t.answer or "", record.answers)}
                            for t in samples]
@@ -413,6 +458,13 @@ def benchmark_metrics(lines: list[dict]) -> dict:
         "eflops": _mean(x["eflops"] for x in lines), "eflops_dense": _mean(x["eflops_dense"] for x in lines),
         "tool_failures": _mean(x["trajectory"]["tool_failures"] for x in lines),
     }
+    if lines and all("num_gazes" in x for x in lines):
+        calls = sum(x["num_searches"] for x in lines)
+        metrics.update(
+            text_search_rate=_mean(x["num_text_searches"] > 0 for x in lines),
+            glance_rate=_mean(x["num_glances"] > 0 for x in lines),
+            gaze_rate=_mean(x["num_gazes"] > 0 for x in lines), gazes=_mean(x["num_gazes"] for x in lines),
+            gaze_share=sum(x["num_gazes"] for x in lines) / calls if calls else 0.0)
     if any("pass_at_k" in x for x in lines):
         metrics["pass_at_k"] = _mean(x.get("pass_at_k", x["em"]) for x in lines)
     if any("aware_label" in x for x in lines):
@@ -485,6 +537,9 @@ def write_markdown(summary: dict, path: Path) -> None:
         columns.insert(3, (f"pass@{summary['num_samples']}", "pass_at_k", 3))
     if "f1_aware" in first:
         columns.append(("F1_aware", "f1_aware", 3))
+    if "gaze_rate" in first:
+        columns[4:4] = [("text search", "text_search_rate", 2), ("glance", "glance_rate", 2),
+                        ("gaze", "gaze_rate", 2), ("gazes", "gazes", 2), ("gaze share", "gaze_share", 2)]
     out = [f"# seekrl eval: {summary['model']} ({summary['protocol']})", ""]
     for attention, result in summary["results"].items():
         out += [f"## attention: {attention}", "",
@@ -592,6 +647,8 @@ def _check_options(options: EvalOptions) -> list[str]:
             raise EvalError(f"unknown scripted agent {options.model!r}; choose one of {', '.join(SCRIPTED_AGENTS)}")
         if options.awareness_probe:
             raise EvalError("--awareness-probe samples a model in parametric mode; a scripted agent has none")
+    if options.protocol == "gog" and options.awareness_probe:
+        raise EvalError("--awareness-probe measures AdaSearch's parametric mode; it does not apply to --protocol gog")
     if options.num_samples > 1 and options.temperature <= 0:
         raise EvalError("--num-samples > 1 needs sampling: set --temperature above 0 (greedy samples are identical)")
     if options.num_workers < 1 or options.batch_size < 1:
@@ -659,9 +716,14 @@ def evaluate(options: EvalOptions) -> dict:
     attentions = _check_options(options)
     benchmarks = load_benchmarks(options.benchmarks, options.limit, options.data_dir, options.max_answer_chars)
     for bench in benchmarks:
-        if any(r.images for r in bench.records):
-            raise EvalError(f"benchmark {bench.name!r} has images; the rollout engine takes text questions only, so "
-                            "multimodal benchmarks need the Glance-or-Gaze (gog) rollout")
+        if options.protocol == "gog":
+            missing = [r.id for r in bench.records if not r.images]
+            if missing:
+                raise EvalError(f"benchmark {bench.name!r}: {len(missing)} questions have no image (first: "
+                                f"{missing[0]!r}); --protocol gog evaluates image questions")
+        elif any(r.images for r in bench.records):
+            raise EvalError(f"benchmark {bench.name!r} has images; the text rollout engine takes text questions "
+                            "only: evaluate it with --protocol gog (and --image-retriever)")
     check_retriever(options)
     out = _open_out_dir(options)
     predictions = out / "predictions.jsonl"
@@ -721,7 +783,10 @@ def options_from_recipe(recipe, out_dir: str | None = None) -> EvalOptions:
         raise EvalError("rollout.attention is block_topk: list the budgets to evaluate in eval.attention "
                         "(e.g. [dense, 'block_topk:256'])")
     ev = recipe.eval
+    gog = recipe.gog
     return EvalOptions(
+        image_retriever=(gog.image_url or gog.image_index_dir) if recipe.agent.protocol == "gog" else None,
+        image_topk=gog.image_topk, show_crops=gog.show_crops, reflect_below=gog.reflect_below,
         model=recipe.model.name_or_path, benchmarks=benchmarks, protocol=recipe.agent.protocol, retriever=retriever,
         out_dir=out_dir or ev.out_dir or str(Path(recipe.output.dir) / "eval"), limit=ev.limit,
         adasearch_mode=recipe.agent.adasearch_mode, attention=list(ev.attention) or ["dense"],

@@ -97,10 +97,11 @@ def test_greedy_with_several_samples_is_refused(shared_data, tmp_path, capsys):
     assert "--num-samples > 1 needs sampling: set --temperature above 0" in capsys.readouterr().err
 
 
-def test_image_benchmark_names_the_missing_rollout(shared_data, tmp_path, capsys):
-    """OK-VQA loads (images travel in the records) and is refused, with the reason, before a model loads."""
+def test_image_benchmark_with_a_text_protocol_points_to_gog(shared_data, tmp_path, capsys):
+    """OK-VQA loads (images travel in the records) and is refused for a text protocol, naming the fix, before a
+    model loads."""
     code = main(["eval", "--model", str(tmp_path / "no-such-model"), "--protocol", "parametric",
                  "--benchmarks", str(shared_data / "multimodal" / "okvqa_20" / "dev.jsonl"), "--out", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err
-    assert "benchmark 'okvqa_20' has images" in err and "Glance-or-Gaze (gog) rollout" in err
+    assert "benchmark 'okvqa_20' has images" in err and "evaluate it with --protocol gog" in err
