@@ -14,6 +14,7 @@ import typer
 from seekrl import __version__
 from seekrl.cost_cli import cost
 from seekrl.eval_cli import eval_command
+from seekrl.gog_quickstart import gog_quickstart_command
 from seekrl.retriever_cli import retriever_app
 from seekrl.serve import serve_command
 from seekrl.submit_cli import jobs_app, submit_command
@@ -34,6 +35,7 @@ app.command("eval")(eval_command)
 app.command("serve")(serve_command)
 app.command("train")(train_command)
 app.command("quickstart")(quickstart_command)
+app.command("gog-quickstart")(gog_quickstart_command)
 app.command("submit")(submit_command)
 app.add_typer(jobs_app, name="jobs")
 
@@ -64,12 +66,14 @@ def recipe_validate(
     """Check recipes against the schema (and each stage's overrides); exit 2 naming the file, the bad key and the
     closest valid key."""
     from seekrl.config import RecipeError, load_recipe
+    from seekrl.gog_stages import validate_gog_recipe
     from seekrl.stages import validate_stages
 
     bad = 0
     for path in files:
         try:
-            validate_stages(load_recipe(path))
+            recipe = load_recipe(path)
+            validate_gog_recipe(recipe) if recipe.agent.protocol == "gog" else validate_stages(recipe)
         except RecipeError as err:
             typer.echo(f"error: {err}", err=True)
             bad += 1

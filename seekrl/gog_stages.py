@@ -91,6 +91,28 @@ def validate_gog_stages(recipe: Recipe, base: dict, stages: list, stages_dir: Pa
     return checked
 
 
+def validate_gog_recipe(recipe: Recipe) -> list[Recipe]:
+    """`seekrl recipe validate` for a gog recipe: every stage's recipe (the recipe plus its overrides) checked."""
+    from seekrl.config import StageSpec
+    from seekrl.rewards import build_reward_funcs
+
+    base = recipe_to_dict(recipe)
+    base["stages"], base["world"]["enabled"] = [], False
+    stages = list(recipe.stages) or [StageSpec(name="grpo", kind="grpo")]
+    checked = validate_gog_stages(recipe, base, stages, Path(recipe.output.dir) / "stages")
+    for stage_recipe in checked:
+        try:
+            build_reward_funcs(stage_recipe.rewards)
+        except ValueError as err:
+            raise RecipeError(str(err)) from None
+        if stage_recipe.rollout.attention != "dense":
+            raise RecipeError("rollout.attention must be dense for the vision-language rollout")
+    if not recipe.world.enabled and not (recipe.gog.image_index_dir or recipe.gog.image_url):
+        raise RecipeError("agent.protocol gog needs an image knowledge base: gog.image_index_dir or gog.image_url "
+                          "(or world.enabled for the composite world)")
+    return checked
+
+
 def _train_questions(recipe: Recipe):
     from seekrl.data import load_from_spec
     from seekrl.gog_probe import questions_from_records
