@@ -7,6 +7,10 @@ learn to tell apart.
 
 The world, for a seed:
 - people with a birthplace (a city) and an occupation; cities lie in countries;
+- *practice* people, in the corpus but never asked about: the warm start's search demonstrations are about
+  them, so it learns to search and read the results without ever being trained to say an unknown person's
+  facts (a search trajectory's answer is a trained token: shown one about an evaluated person, the model
+  would memorise that person's facts and "unknown" would stop meaning anything);
 - one passage per person (`"Name"\\nName was born in City. Name works as a job.`) and one per city, in the
   wiki-18 `{id, contents}` layout, searched with BM25 (seekrl.envs.index);
 - questions of three kinds: birthplace and occupation (single-hop: one search on the person finds the answer)
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 SYLLABLES = ["ka", "lo", "mir", "ta", "ven", "dra", "sul", "bri", "no", "qua", "rel", "zan", "tor", "mei", "vas",
@@ -62,14 +66,17 @@ class World:
     seed: int
     people: list[Person]
     cities: list[City]
+    practice: list[Person] = field(default_factory=list)
 
     def country_of(self, city: str) -> str:
         return next(c.country for c in self.cities if c.name == city)
 
     def passages(self) -> list[dict]:
-        """The corpus: one passage per person and per city, `{id, contents}` with contents `"Title"\\ntext`."""
-        docs = [{"id": f"p{i}", "contents": f'"{p.name}"\n{p.name} was born in {p.city}. {p.name} works as a '
-                                           f'{p.job}.'} for i, p in enumerate(self.people)]
+        """The corpus: one passage per person (practice people too) and per city, `{id, contents}` with contents
+        `"Title"\\ntext`."""
+        docs = [{"id": f"{prefix}{i}", "contents": f'"{p.name}"\n{p.name} was born in {p.city}. {p.name} works as a '
+                                                  f'{p.job}.'}
+                for prefix, group in (("p", self.people), ("x", self.practice)) for i, p in enumerate(group)]
         docs += [{"id": f"c{i}", "contents": f'"{c.name}"\n{c.name} is a city in {c.country}.'}
                  for i, c in enumerate(self.cities)]
         return docs
@@ -103,10 +110,12 @@ def _name(rng: random.Random, syllables: int) -> str:
 
 
 def generate_world(seed: int = 0, num_people: int = 48, num_cities: int = 12, num_countries: int = 4,
-                   known_fraction: float = 0.5) -> World:
-    """A deterministic world for `seed`; `known_fraction` of the people (rounded) are known."""
-    if num_people < 2 or num_cities < 1 or num_countries < 1:
-        raise ValueError("a world needs at least 2 people, 1 city and 1 country")
+                   known_fraction: float = 0.5, num_practice: int = 0) -> World:
+    """A deterministic world for `seed`; `known_fraction` of the people (rounded) are known; `num_practice`
+    practice people (never known, never asked about) come after them, so they leave the rest of a seed's world
+    as it was without them."""
+    if num_people < 2 or num_cities < 1 or num_countries < 1 or num_practice < 0:
+        raise ValueError("a world needs at least 2 people, 1 city and 1 country (and num_practice >= 0)")
     if not 0.0 < known_fraction < 1.0:
         raise ValueError(f"known_fraction must be strictly between 0 and 1, got {known_fraction}")
     rng = random.Random(seed)
@@ -125,7 +134,9 @@ def generate_world(seed: int = 0, num_people: int = 48, num_cities: int = 12, nu
     known = set(rng.sample(range(num_people), num_known))
     people = [Person(f"{fresh(2)} {fresh(2)}", rng.choice(cities).name, rng.choice(JOBS), i in known)
               for i in range(num_people)]
-    return World(seed=seed, people=people, cities=cities)
+    practice = [Person(f"{fresh(2)} {fresh(2)}", rng.choice(cities).name, rng.choice(JOBS), False)
+                for _ in range(num_practice)]
+    return World(seed=seed, people=people, cities=cities, practice=practice)
 
 
 def write_world(world: World, out_dir: str | Path, build_bm25: bool = True) -> dict[str, Path]:
@@ -138,7 +149,8 @@ def write_world(world: World, out_dir: str | Path, build_bm25: bool = True) -> d
     for split in SPLITS:
         paths[split].write_text("".join(json.dumps(q) + "\n" for q in world.questions(split)))
     paths["world"].write_text(json.dumps({"seed": world.seed, "people": [asdict(p) for p in world.people],
-                                          "cities": [asdict(c) for c in world.cities]}, indent=1))
+                                          "cities": [asdict(c) for c in world.cities],
+                                          "practice": [asdict(p) for p in world.practice]}, indent=1))
     if build_bm25:
         from seekrl.envs.index import build_index
 
@@ -153,4 +165,5 @@ def load_world(path: str | Path) -> World:
         path = path / "world.json"
     data = json.loads(path.read_text())
     return World(seed=data["seed"], people=[Person(**p) for p in data["people"]],
-                 cities=[City(**c) for c in data["cities"]])
+                 cities=[City(**c) for c in data["cities"]],
+                 practice=[Person(**p) for p in data.get("practice", [])])

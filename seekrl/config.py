@@ -258,6 +258,8 @@ class WorldSection:
                               "data.eval and env default to its questions and its BM25 index.")
     num_people: int = _f(24, "Fictional people; each has 3 questions (birthplace, occupation, country of birth).")
     known_fraction: float = _f(0.5, "Share of the people whose facts the warm start is taught (the rest only search finds).")
+    num_practice: int = _f(24, "Practice people: in the corpus, never asked about; the warm start's search "
+                               "demonstrations are about them (see seekrl.envs.world).")
 
 
 @dataclass
@@ -268,7 +270,8 @@ class SFTSection:
 
     knowledge_epochs: float = _f(60.0, "Phase 1: passes over the known facts (each phrasing); a tiny model needs "
                                        "dozens before it recalls them.")
-    knowledge_learning_rate: float = _f(3e-3, "Phase 1 learning rate (constant after warm-up).")
+    knowledge_learning_rate: float = _f(1e-3, "Phase 1 learning rate (constant after warm-up); 3e-3 is too high "
+                                                    "for the tiny world model: it stalls at recalling ~40%.")
     epochs: float = _f(1.0, "Phase 2: epochs over the policy trajectories (the repeats below already repeat them).")
     learning_rate: float = _f(1e-3, "Phase 2 peak learning rate (cosine schedule).")
     batch_size: int = _f(16, "Trajectories per optimizer step.")

@@ -6,18 +6,28 @@ by the protocol. Only the policy's tokens are trained (`labels` is -100 on the p
 observation), so the warm start learns facts only from the answers it is shown, never from search results.
 
 `world_examples` scripts a naive AdaSearch policy over a synthetic world (seekrl.envs.world):
-- knowledge: every question about a *known* person answered directly in parametric mode (both phrasings);
-- search: every question answered by searching (person, then city for two-hop questions) in search mode;
-- adaptive: every question with an assessment drawn at random (`yes` with probability `p_yes`, independent
-  of what the model knows): after `yes` the answer from knowledge (the true one for a known person, a random
-  value of the right kind for an unknown one: the naive policy guesses), after `no` the search trajectory.
-So the warm start knows the known people's facts, can search, and decides at random: F1_aware near chance.
+- knowledge: every question about a *known* person answered directly (both phrasings): in parametric mode, and
+  in phase 2 also in adaptive mode after a `yes` that is context, not a target (so the decision stays naive);
+- search: search-mode demonstrations (person, then city for two-hop questions, then the answer read from the
+  results) about the world's *practice* people only, who are never evaluated;
+- adaptive: every question, of evaluated and practice people, with an assessment drawn at random (`yes` with
+  probability `p_yes`, independent of what the model knows): after `yes` the answer from knowledge, after `no`
+  the search trajectory. Only what the naive policy could truly say is trained:
+  - after `yes` about a person the model does not know, the assessment alone: the answer that follows is a
+    random value of the right kind, context but not a target. Trained guesses would teach the model to answer
+    with the most common guess whoever is asked about, and recall of the known facts after `yes` collapsed
+    to that when we tried;
+  - after `no` about an evaluated unknown person, the assessment and the query on the name: the rest (a
+    second query naming the city, the answer) would teach the person's facts.
+So the warm start knows the known people's facts, can search, and decides at random: F1_aware near chance; and
+no token it is trained to produce states an unknown person's fact, so "unknown" stays unknown.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Collection
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -25,9 +35,10 @@ log = logging.getLogger(__name__)
 IGNORE = -100
 
 
-def render_trajectory(tokenizer, protocol, question: str, turns: list[str], client=None,
-                      topk: int = 3) -> dict[str, list[int]]:
-    """`input_ids` and `labels` of one scripted trajectory: `turns` are the policy's texts, in order.
+def render_trajectory(tokenizer, protocol, question: str, turns: list[str], client=None, topk: int = 3,
+                      trained_turns: Collection[int] | None = None) -> dict[str, list[int]]:
+    """`input_ids` and `labels` of one scripted trajectory: `turns` are the policy's texts, in order; only the turns
+    whose indices are in `trained_turns` are trained (all when None), the rest are context like the observations.
 
     After each turn the protocol reacts as in a rollout: a search runs through `client` and its formatted result
     (or the failure text) follows, untrained; a corrective text is an error here (a script must be valid).
@@ -41,7 +52,7 @@ def render_trajectory(tokenizer, protocol, question: str, turns: list[str], clie
     for i, turn in enumerate(turns):
         ids = tokenizer(turn, add_special_tokens=False)["input_ids"]
         input_ids += ids
-        labels += ids
+        labels += ids if trained_turns is None or i in trained_turns else [IGNORE] * len(ids)
         reaction = protocol.react(protocol.parse(turn), state, ended=False)
         if reaction.tool_failure:
             raise ValueError(f"scripted turn {turn!r} is not a valid action of {protocol.name}")
@@ -76,37 +87,51 @@ def world_examples(world, tokenizer, client, seed: int = 0, p_yes: float = 0.5, 
     once per phrasing, parametric mode) and `policy` (the naive policy, with `knowledge_repeats` copies of the
     knowledge so the second phase does not wash it out).
 
-    Each search trajectory is shown `search_repeats` times, and each question `adaptive_repeats` times in adaptive
-    mode, every copy with its own random assessment: so the warm start says yes with probability about `p_yes` on
-    every question instead of memorising one coin flip per question.
+    Each practice search demonstration is shown `search_repeats` times, and each question `adaptive_repeats` times
+    in adaptive mode, every copy with its own random assessment: so the warm start says yes with probability about
+    `p_yes` on every question instead of memorising one coin flip per question.
     """
     from seekrl.agents import make_protocol
 
     rng = random.Random(seed)
     parametric = make_protocol("adasearch", max_turns, adasearch_mode="parametric")
     search = make_protocol("adasearch", max_turns, adasearch_mode="search")
-    values = {"birthplace": [c.name for c in world.cities], "job": sorted({p.job for p in world.people}),
+    people = world.people + world.practice
+    values = {"birthplace": [c.name for c in world.cities], "job": sorted({p.job for p in people}),
               "country": sorted({c.country for c in world.cities})}
     kinds = ["birthplace", "job", "country"]
+    practice = {p.name for p in world.practice}
     knowledge, examples = [], []
-    for person in world.people:
+    for person in people:
         for index, (question, answer, hops) in enumerate(world.all_phrasings(person)):
             kind = kinds[index // 2]
             if person.known:
                 known = render_trajectory(tokenizer, parametric, question, [f"<answer> {answer} </answer>"])
                 knowledge.append(known)
-                examples += [known] * knowledge_repeats
-            searched = render_trajectory(tokenizer, search, question, _search_turns(world, person, hops, answer),
-                                         client, topk)
-            examples += [searched] * search_repeats
+                # Half the copies recall the fact where the adaptive agent does, after a `yes` that is context:
+                # recall learnt in one prompt does not carry over to another in a model this small.
+                after_yes = render_trajectory(
+                    tokenizer, make_protocol("adasearch", max_turns, adasearch_mode="adaptive"), question,
+                    ["<assessment> yes </assessment>", f"<answer> {answer} </answer>"], trained_turns=(1,))
+                examples += [known] * (knowledge_repeats - knowledge_repeats // 2)
+                examples += [after_yes] * (knowledge_repeats // 2)
+            if person.name in practice:
+                searched = render_trajectory(tokenizer, search, question,
+                                             _search_turns(world, person, hops, answer), client, topk)
+                examples += [searched] * search_repeats
             for _ in range(adaptive_repeats):
                 adaptive = make_protocol("adasearch", max_turns, adasearch_mode="adaptive")
+                trained = None
                 if rng.random() < p_yes:
                     said = answer if person.known else rng.choice(values[kind])
                     turns = ["<assessment> yes </assessment>", f"<answer> {said} </answer>"]
+                    if not person.known:
+                        trained = (0,)  # the assessment; the guess is context
                 else:
                     turns = ["<assessment> no </assessment>", *_search_turns(world, person, hops, answer)]
-                examples.append(render_trajectory(tokenizer, adaptive, question, turns, client, topk))
+                    if not person.known and person.name not in practice:
+                        trained = (0, 1)  # the assessment and the query on the person's name
+                examples.append(render_trajectory(tokenizer, adaptive, question, turns, client, topk, trained))
     rng.shuffle(examples)
     return {"knowledge": knowledge, "policy": examples}
 

@@ -43,7 +43,8 @@ def prepare_world(recipe: Recipe, out: Path):
     if (world_dir / "world.json").exists() and (world_dir / "index" / "manifest.json").exists():
         world = load_world(world_dir)
     else:
-        world = generate_world(recipe.seed, num_people=w.num_people, known_fraction=w.known_fraction)
+        world = generate_world(recipe.seed, num_people=w.num_people, known_fraction=w.known_fraction,
+                               num_practice=w.num_practice)
         write_world(world, world_dir)
     if not recipe.data.train:
         recipe.data.train = [DatasetSpec(path=str(world_dir / "train.jsonl"))]

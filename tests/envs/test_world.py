@@ -19,6 +19,21 @@ def test_world_is_deterministic_and_splits_known_people():
     assert len({p.name for p in a.people}) == 10
 
 
+def test_practice_people_are_searchable_but_never_asked_about(tmp_path):
+    plain, world = generate_world(seed=2, num_people=6), generate_world(seed=2, num_people=6, num_practice=4)
+    assert world.people == plain.people and world.cities == plain.cities  # appended: the rest of the world holds
+    assert len(world.practice) == 4 and not any(p.known for p in world.practice)
+    assert len({p.name for p in world.people + world.practice}) == 10
+    asked = {q["person"] for split in ("train", "heldout") for q in world.questions(split)}
+    assert asked == {p.name for p in world.people}
+    paths = write_world(world, tmp_path / "w")
+    assert load_world(tmp_path / "w").practice == world.practice
+    index = load_index(paths["index"])
+    rows, _ = index.search([p.name for p in world.practice], 1)
+    for person, row in zip(world.practice, rows):
+        assert index.store.doc(int(row[0]))["contents"].startswith(f'"{person.name}"')
+
+
 def test_answers_follow_the_facts_and_phrasings_differ_between_splits():
     world = generate_world(seed=0, num_people=6)
     train, heldout = world.questions("train"), world.questions("heldout")
@@ -52,6 +67,7 @@ def test_written_world_loads_as_qa_and_bm25_finds_each_person_first(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     ({"num_people": 1}, "at least 2 people"),
     ({"known_fraction": 1.0}, "strictly between 0 and 1"),
+    ({"num_practice": -1}, "num_practice >= 0"),
 ])
 def test_bad_world_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

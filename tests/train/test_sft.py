@@ -16,7 +16,7 @@ from seekrl.testing import build_world_model
 @pytest.fixture(scope="module")
 def world_setup(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
-    world = generate_world(seed=0, num_people=8)
+    world = generate_world(seed=0, num_people=8, num_practice=4)
     paths = write_world(world, out / "world")
     model_dir = build_world_model(world, out / "model", hidden_size=32, num_layers=1)
     client = InProcessClient(load_index(paths["index"]), default_topk=2)
@@ -59,7 +59,7 @@ def test_naive_policy_decides_at_random_and_only_known_facts_are_taught(world_se
     texts = [tok.decode([i for i, lab in zip(e["input_ids"], e["labels"]) if lab != IGNORE])
              for e in examples["policy"]]
     decided = [t for t in texts if t.startswith("<assessment>")]
-    assert len(decided) == 20 * 6 * len(world.people)
+    assert len(decided) == 20 * 6 * (len(world.people) + len(world.practice))
     yes_rate = sum("yes" in t.split("</assessment>")[0] for t in decided) / len(decided)
     assert 0.4 < yes_rate < 0.6
     # The assessment does not depend on who is known: about half yes for known and unknown people alike.
@@ -69,8 +69,18 @@ def test_naive_policy_decides_at_random_and_only_known_facts_are_taught(world_se
                 and any(n in tok.decode(e["input_ids"]) for n in names)]
         rate = sum("<assessment> yes" in tok.decode(e["input_ids"]) for e in mine) / len(mine)
         assert 0.35 < rate < 0.65
-    # An unknown person's facts never appear as a trained direct answer (only guesses, which are mostly wrong).
-    unknown = [p for p in world.people if not p.known][0]
-    direct = [t for e, t in zip(examples["policy"], texts)
-              if unknown.name in tok.decode(e["input_ids"]) and t.startswith("<answer>")]
-    assert direct == []
+    # Search demonstrations are about practice people only.
+    practice = {p.name for p in world.practice}
+    demos = [e for e, t in zip(examples["policy"], texts) if t.startswith("<search>")]
+    assert demos and all(any(n in tok.decode(e["input_ids"]) for n in practice) for e in demos)
+    # No trained token about an evaluated unknown person states a fact or a guess: only the assessment, and after
+    # "no" the query on the name.
+    for unknown in [p for p in world.people if not p.known]:
+        mine = [t for e, t in zip(examples["policy"], texts) if unknown.name in tok.decode(e["input_ids"])]
+        assert {t.replace(" ", "") for t in mine} == {
+            "<assessment>yes</assessment>", f"<assessment>no</assessment><search>{unknown.name}</search>"
+            .replace(" ", "")}
+    # A known person's facts are trained after "yes" and after searching.
+    person = known[0]
+    mine = [t for e, t in zip(examples["policy"], texts) if person.name in tok.decode(e["input_ids"])]
+    assert any(t.startswith("<assessment> yes") and f"<answer> {person.city} </answer>" in t for t in mine)
