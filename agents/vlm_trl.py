@@ -39,7 +39,8 @@ def gog_metrics(trajectories) -> dict[str, float]:
     n = max(1, len(trajectories))
     metrics = rollout_metrics(trajectories)
     for kind in ("search", "glance", "gaze"):
-        metrics[f"rollout/{kind}_rate"] = sum(kind in t.actions for t in trajectories) / n
+        name = "text_search" if kind == "search" else kind  # rollout/search_rate counts every tool call
+        metrics[f"rollout/{name}_rate"] = sum(kind in t.actions for t in trajectories) / n
     metrics["rollout/gazes"] = sum(t.actions.count("gaze") for t in trajectories) / n
     metrics["rollout/images"] = sum(t.num_images for t in trajectories) / n
     return metrics

@@ -11,8 +11,10 @@ held-out composites, whose images were never seen in training (seekrl.gog_probe.
 - gaze rate (questions with a gaze), gaze share (gazes among all tool calls), on-target gaze share (gazes whose
   box overlaps the asked tile with IoU >= 0.5), glance rate, gazes per question.
 
-Prints one table, writes gog_quickstart_results.json (`{"seed", "sft_start": {...}, "trained": {...}}`) and
-training_curves.png into --out.
+The same metrics on the first `TRAIN_PROBE` training questions (images seen in training) are reported beside them
+(`train_probe`), since GRPO trains there. Prints the tables, writes gog_quickstart_results.json (`{"seed",
+"sft_start": {...}, "trained": {...}, "train_probe": {"sft_start", "trained"}}`) and training_curves.png into
+--out.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import typer
 
 from seekrl.config import Recipe
 
+TRAIN_PROBE = 64
 COLUMNS = (("accuracy", "em"), ("gaze rate", "gaze_rate"), ("gaze share", "gaze_share"),
            ("on-target", "on_target_gaze_share"), ("glance rate", "glance_rate"), ("gazes/q", "gazes"))
 
@@ -48,10 +51,15 @@ def measure(model_path: str, recipe: Recipe, questions) -> dict:
 
 def table(results: dict) -> str:
     header = f"{'':12s}" + "".join(f"{name:>13s}" for name, _ in COLUMNS)
-    lines = [f"held-out composites of the GoG quickstart world (seed {results['seed']}, n={results['n_heldout']} "
-             "questions)", header]
-    for key, label in (("sft_start", "SFT start"), ("trained", "trained")):
-        lines.append(f"{label:12s}" + "".join(f"{results[key][m]:13.3f}" for _, m in COLUMNS))
+    lines = []
+    blocks = [(f"held-out composites of the GoG quickstart world (seed {results['seed']}, n={results['n_heldout']} "
+               "questions)", results)]
+    if "train_probe" in results:
+        blocks.append((f"training questions (the first {results['train_probe']['n']})", results["train_probe"]))
+    for title, block in blocks:
+        lines += [title, header]
+        for key, label in (("sft_start", "SFT start"), ("trained", "trained")):
+            lines.append(f"{label:12s}" + "".join(f"{block[key][m]:13.3f}" for _, m in COLUMNS))
     return "\n".join(lines)
 
 
@@ -74,6 +82,7 @@ def run_gog_quickstart(recipe: Recipe, resume: bool = False) -> dict:
     if sft is None:
         raise ValueError("the GoG quickstart compares the SFT start with the trained agent: give an sft stage")
     questions = questions_from_records(load_qa(Path(summary["world"]) / "heldout.jsonl"))
+    seen = questions_from_records(load_qa(Path(summary["world"]) / "train.jsonl"))[:TRAIN_PROBE]
     resolved = load_recipe(out / "recipe.yaml")
     levels = next((json.loads(Path(s["levels"]).read_text())["counts"] for s in summary["stages"]
                    if s["kind"] == "label"), None)
@@ -81,6 +90,8 @@ def run_gog_quickstart(recipe: Recipe, resume: bool = False) -> dict:
         "seed": recipe.seed, "n_heldout": len(questions),
         "sft_start": measure(sft["model"], resolved, questions),
         "trained": measure(summary["final_model"], resolved, questions),
+        "train_probe": {"n": len(seen), "sft_start": measure(sft["model"], resolved, seen),
+                        "trained": measure(summary["final_model"], resolved, seen)},
         "levels": levels, "train_seconds": round(train_seconds, 1), "total_seconds": round(time.time() - start, 1),
         "stages": {s["name"]: s.get("seconds") for s in summary["stages"]},
     }
