@@ -297,7 +297,8 @@ class StageSpec:
     name: str = _f("stage", "Stage name: its outputs go to output.dir/stages/<name>.")
     kind: Literal["sft", "grpo", "label"] = _f(
         "grpo", "sft: warm start (sft section); grpo: a Ray Train GRPO run; label: solve-rate pseudo-labels of the "
-                "training questions (label section), used as decision_label by later stages.")
+                "training questions (label section), used as decision_label by later stages. In a gog recipe: sft is "
+                "reflective SFT (gog.sft), label the pass-rate levels (gog.levels) that select GRPO's questions.")
     overrides: list[str] = _f([], "Dotted key=value overrides of the recipe for this stage only "
                                   "(e.g. agent.adasearch_mode=decide).")
 
