@@ -38,8 +38,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-SYLLABLES = ["ka", "lo", "mir", "ta", "ven", "dra", "sul", "bri", "no", "qua", "rel", "zan", "tor", "mei", "vas",
-             "gol", "pra", "shen", "ul", "dor", "fen", "ix", "hal", "rou"]
+from seekrl.envs.world import name_maker
 TILE_NAMES = ("top-left", "top-right", "bottom-left", "bottom-right")
 TILE_BOXES = ((0, 0, 500, 500), (500, 0, 1000, 500), (0, 500, 500, 1000), (500, 500, 1000, 1000))
 DEFAULT_TILE = 112
@@ -204,10 +203,6 @@ class ImageWorld:
         return rows
 
 
-def _name(rng: random.Random, syllables: int) -> str:
-    return "".join(rng.choice(SYLLABLES) for _ in range(syllables)).capitalize()
-
-
 def generate_image_world(seed: int = 0, source: list[SourceImage] | None = None, data_dir: str | Path | None = None,
                          num_train: int = 32, num_heldout: int = 8, tile: int = DEFAULT_TILE,
                          heldout_fraction: float = 0.25) -> ImageWorld:
@@ -225,14 +220,7 @@ def generate_image_world(seed: int = 0, source: list[SourceImage] | None = None,
     if tile < 28:
         raise ValueError(f"tile must be at least 28 pixels (the smallest gaze), got {tile}")
     rng = random.Random(seed)
-    used: set[str] = set()
-
-    def fresh(syllables: int) -> str:
-        while True:
-            name = _name(rng, syllables)
-            if name not in used:
-                used.add(name)
-                return name
+    fresh = name_maker(rng)
 
     places = [fresh(3) for _ in range(max(4, len(source) // 6))]
     heldout = set(rng.sample(range(len(source)), num_heldout_images))

@@ -75,17 +75,18 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-class _Guard:
-    """ASGI middleware in front of the app: the API key (401) and the body size limit (413).
+class RequestGuard:
+    """ASGI middleware in front of the app: the API key (401) and the body size limit (413); seekrl serve wraps it.
 
     Pure ASGI rather than @app.middleware("http"): exceptions raised while FastAPI reads the body must reach
     its HTTPException handling unchanged, which Starlette's BaseHTTPMiddleware does not guarantee.
     """
 
-    def __init__(self, app, limit: int, expected_auth: bytes | None):
+    def __init__(self, app, limit: int, expected_auth: bytes | None, message: str | None = None):
         self.app = app
         self.limit = limit
         self.expected_auth = expected_auth
+        self.message = message or f"request body larger than {limit} bytes; send fewer or shorter queries"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -112,10 +113,6 @@ class _Guard:
             return message
 
         await self.app(scope, limited_receive, send)
-
-    @property
-    def message(self) -> str:
-        return f"request body larger than {self.limit} bytes; send fewer or shorter queries"
 
 
 def create_app(index: Searcher | Callable[[], Searcher] | None, api_key: str | None = None,
@@ -228,5 +225,6 @@ def create_app(index: Searcher | Callable[[], Searcher] | None, api_key: str | N
         headers = {"X-Truncated-Queries": str(truncated)} if truncated else None
         return Response(payload, media_type="application/json", headers=headers)
 
-    app.add_middleware(_Guard, limit=max_body_bytes, expected_auth=f"Bearer {api_key}".encode() if api_key else None)
+    app.add_middleware(RequestGuard, limit=max_body_bytes,
+                       expected_auth=f"Bearer {api_key}".encode() if api_key else None)
     return app

@@ -105,8 +105,18 @@ class World:
                 for kind in QUESTION_KINDS for template in kind[2:]]
 
 
-def _name(rng: random.Random, syllables: int) -> str:
-    return "".join(rng.choice(SYLLABLES) for _ in range(syllables)).capitalize()
+def name_maker(rng: random.Random, syllables: list[str] = SYLLABLES):
+    """`fresh(n)`: a made-up name of n syllables drawn with `rng`, never one it returned before."""
+    used: set[str] = set()
+
+    def fresh(count: int) -> str:
+        while True:
+            name = "".join(rng.choice(syllables) for _ in range(count)).capitalize()
+            if name not in used:
+                used.add(name)
+                return name
+
+    return fresh
 
 
 def generate_world(seed: int = 0, num_people: int = 48, num_cities: int = 12, num_countries: int = 4,
@@ -119,14 +129,7 @@ def generate_world(seed: int = 0, num_people: int = 48, num_cities: int = 12, nu
     if not 0.0 < known_fraction < 1.0:
         raise ValueError(f"known_fraction must be strictly between 0 and 1, got {known_fraction}")
     rng = random.Random(seed)
-    used: set[str] = set()
-
-    def fresh(syllables: int) -> str:
-        while True:
-            name = _name(rng, syllables)
-            if name not in used:
-                used.add(name)
-                return name
+    fresh = name_maker(rng)
 
     countries = [fresh(3) for _ in range(num_countries)]
     cities = [City(fresh(2), countries[i % num_countries]) for i in range(num_cities)]

@@ -41,7 +41,6 @@ import asyncio
 import base64
 import binascii
 import dataclasses
-import hmac
 import json
 import logging
 import time
@@ -393,25 +392,20 @@ class Metrics:
 
 
 class _Guard:
-    """ASGI middleware in front of the app: the API key (401), the body size limit (413), and the request count
-    and latency of every response, whatever produced it.
-
-    Pure ASGI rather than @app.middleware("http"): an exception raised while FastAPI reads the body must reach
-    its HTTPException handling unchanged, which Starlette's BaseHTTPMiddleware does not guarantee.
-    """
+    """The retrieval server's ASGI guard (API key -> 401, body size -> 413; seekrl.envs.server.RequestGuard) plus
+    the request count and latency of every response, whatever produced it."""
 
     def __init__(self, app, limit: int, expected_auth: bytes | None, metrics: Metrics):
+        from seekrl.envs.server import RequestGuard
+
         self.app = app
-        self.limit = limit
-        self.expected_auth = expected_auth
         self.metrics = metrics
-        self.message = f"request body larger than {limit} bytes (--max-body-bytes); send a shorter question or image"
+        self.guard = RequestGuard(app, limit, expected_auth, message=f"request body larger than {limit} bytes "
+                                  "(--max-body-bytes); send a shorter question or image")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        from fastapi import HTTPException
-
         start = time.perf_counter()
         status, recorded = 500, False
 
@@ -433,28 +427,7 @@ class _Guard:
             await send(message)
 
         try:
-            headers = dict(scope.get("headers") or [])
-            if self.expected_auth is not None and scope.get("path") != "/health":
-                if not hmac.compare_digest(headers.get(b"authorization", b""), self.expected_auth):
-                    response = _error(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                                      {"WWW-Authenticate": "Bearer"})
-                    return await response(scope, receive, counted_send)
-            declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.limit:
-                return await _error(413, self.message)(scope, receive, counted_send)
-            seen = 0
-
-            async def limited_receive():
-                nonlocal seen
-                message = await receive()
-                if message["type"] == "http.request":
-                    seen += len(message.get("body", b""))
-                    if seen > self.limit:
-                        # FastAPI re-raises HTTPException from body reading, so this reaches the JSON error handler.
-                        raise HTTPException(413, self.message)
-                return message
-
-            await self.app(scope, limited_receive, counted_send)
+            await self.guard(scope, receive, counted_send)
         finally:
             record()  # no complete response went out (an exception): uvicorn answers 500
 
