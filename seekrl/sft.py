@@ -158,8 +158,11 @@ def run_sft(model_path: str, examples: list[dict], out_dir: str | Path, epochs: 
         lr_scheduler_type=scheduler,
         warmup_steps=0.05,
         per_device_train_batch_size=batch_size,
-        # Knowledge answers are short, search trajectories long: batching similar lengths saves the padding.
-        train_sampling_strategy="group_by_length",
+        # Random batches, not grouped by length: length goes with the kind of trajectory (a direct answer is short,
+        # a search long), so length-grouped batches each held one kind, and what follows an assessment was always
+        # the same within a batch. The tiny model then learnt the marginal (its closing tags and its action after
+        # the assessment ignored the context, ~0.5 each) instead of the conditional it learns from mixed batches.
+        train_sampling_strategy="random",
         logging_steps=10,
         save_strategy="no",
         report_to=report_to or [],
