@@ -5,11 +5,19 @@ The policy first reasons and writes `<assessment>yes</assessment>` ("my own know
 
 - `decide`: the adaptive prompt, but the trajectory ends at the assessment (stage-2 decision training). The
   prompt is the adaptive one on purpose: the decision is trained in exactly the context in which the adaptive
-  agent makes it, so what stage 2 learns is what inference uses;
+  agent makes it, so what stage 2 learns is what inference uses. It also ends at an invalid first action (a
+  tool failure, no corrective retry): the trajectory *is* the decision. With retries, a malformed start ran on
+  to the token limit, and its many unlikely tokens outweighed the one decision token in the GRPO gradient
+  (norms of 4-10 against 0.4-0.7 without retries, on the quickstart); when the retry then matched the label,
+  the junk was rewarded too, and the format collapsed within a dozen steps;
 - `parametric`: no tools, answer directly (stage-1 parametric solving, and the oracle for pseudo-labels);
 - `search`: the Search-R1 loop with AdaSearch's search prompt;
 - `adaptive`: decide, then act on the decision in the same trajectory: after `yes` only `<answer>` is valid,
-  after `no` the search loop runs.
+  after `no` the search loop runs;
+- `routed`: AdaSearch's inference as its stages train it (agents/routed.py): decide (the `decide` trajectory),
+  then solve with the prompt of the mode the decision names, `parametric` after `yes`, `search` after `no`
+  (or no valid assessment), so each half runs in exactly the context its stage trained. A protocol object in
+  this mode renders the decision prompt; `seekrl.agents.routed.make_engine` runs the two rollouts.
 
 The paper's prompts are not public; these are this project's, kept stable because checkpoints depend on them.
 
@@ -28,7 +36,7 @@ from seekrl.agents.protocol import Protocol, Reaction, TrajectoryState
 from seekrl.agents.search_r1 import PROMPT as SEARCH_PROMPT
 from seekrl.agents.search_r1 import SEARCH_FAILED
 
-MODES = ("adaptive", "decide", "parametric", "search")
+MODES = ("adaptive", "decide", "parametric", "search", "routed")
 
 PARAMETRIC_PROMPT = (
     "Answer the given question from your own knowledge; no search engine is available. Reason inside <think> "
@@ -69,12 +77,13 @@ class AdaSearch(Protocol):
             raise ValueError(f"unknown AdaSearch mode {mode!r}; choose one of {MODES}")
         super().__init__(max_turns, max_query_chars)
         self.mode = mode
-        self.uses_tools = mode in ("adaptive", "search")
+        self.uses_tools = mode in ("adaptive", "search", "routed")
         self.action_tags = {
             "decide": ("assessment", "search", "answer"),
             "parametric": ("search", "answer"),
             "search": ("search", "answer"),
             "adaptive": ("assessment", "search", "answer"),
+            "routed": ("assessment", "search", "answer"),
         }[mode]
 
     def messages(self, question: str) -> list[dict]:
@@ -83,13 +92,18 @@ class AdaSearch(Protocol):
             "parametric": PARAMETRIC_PROMPT,
             "search": SEARCH_PROMPT,
             "adaptive": ADAPTIVE_PROMPT,
+            "routed": ADAPTIVE_PROMPT,
         }[self.mode]
         return [{"role": "user", "content": template.format(question=question.strip())}]
 
     def _invalid(self, key: str) -> Reaction:
+        if self.mode == "decide":
+            return Reaction("finish", tool_failure=True)
         return Reaction("text", text=INVALID[key], tool_failure=True)
 
     def react(self, action: Action, state: TrajectoryState, ended: bool) -> Reaction:
+        if self.mode == "routed":
+            raise RuntimeError("a routed AdaSearch agent is two rollouts: run it with seekrl.agents.routed.make_engine")
         if action.kind == "none" or (ended and action.is_invalid):
             return Reaction("finish")
         needs_decision = self.mode in ("decide", "adaptive") and state.decision is None

@@ -8,6 +8,12 @@ never receive gradient.
 
 Prompts are the dataset's `prompt` column: a question string, or chat messages whose last user message holds the
 question. The protocol renders its own prompt around the question.
+
+Rows may name their own protocol: TRL hands a rollout function the prompts only, so `RowsGRPOTrainer` (a
+GRPOTrainer subclass, nothing else changed) keeps the rows being rolled out in `trainer.rollout_rows`, and a rollout
+function made with `protocols={mode: protocol}` rolls out each row whose `mode` column names one of them with that
+protocol (AdaSearch's decide stage rehearsing the stage-1 modes, seekrl.train.replay_rows); rows whose `mode` is
+missing or None use the main protocol. A group is one row repeated, so it never mixes protocols.
 """
 
 from __future__ import annotations
@@ -109,22 +115,57 @@ def apply_kinetics_plan(recipe, model_config, prompt_len: int):
     return chosen
 
 
-def make_rollout_func(protocol: Protocol, client=None, config: RolloutConfig | None = None, seed: int | None = None):
-    """A `rollout_func(prompts, trainer)` that rolls out `protocol` with the trainer's current policy.
+def _grpo_trainer_class():
+    from trl import GRPOTrainer
 
-    The engine uses the unwrapped model (no DDP/DeepSpeed wrapper) and the trainer's tokenizer, and logs
+    return GRPOTrainer
+
+
+class RowsGRPOTrainer(_grpo_trainer_class()):
+    """TRL GRPOTrainer whose rollout function can read the rows it rolls out, `self.rollout_rows` (module
+    docstring)."""
+
+    rollout_rows: list[dict] | None = None
+
+    def _generate_and_score_completions(self, inputs):
+        self.rollout_rows = inputs
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self.rollout_rows = None
+
+
+def make_rollout_func(protocol: Protocol, client=None, config: RolloutConfig | None = None, seed: int | None = None,
+                      protocols: dict[str, Protocol] | None = None):
+    """A `rollout_func(prompts, trainer)` that rolls out `protocol` with the trainer's current policy, or for a row
+    whose `mode` is a key of `protocols`, that protocol (needs a RowsGRPOTrainer; module docstring).
+
+    The engines use the unwrapped model (no DDP/DeepSpeed wrapper) and the trainer's tokenizer, and log
     `rollout/*` metrics (search rate, turns, tool failures, tokens) into the trainer's logs.
     """
     config = config or RolloutConfig()
-    state = {"engine": None}
+    by_mode = {None: protocol, **(protocols or {})}
+    engines: dict = {}
 
     def rollout_func(prompts: list, trainer) -> dict[str, list]:
         model = trainer.accelerator.unwrap_model(trainer.model)
         tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
-        engine = state["engine"]
-        if engine is None or engine.model is not model:
-            engine = state["engine"] = RolloutEngine(model, tokenizer, protocol, client, config, seed=seed)
-        trajectories = engine.run([question_of(p) for p in prompts])
+        rows = getattr(trainer, "rollout_rows", None)
+        if protocols and rows is None:
+            raise ValueError("rows with their own protocol need a RowsGRPOTrainer (seekrl.agents.trl_adapter)")
+        modes = [rows[i].get("mode") for i in range(len(prompts))] if protocols else [None] * len(prompts)
+        unknown = sorted({m for m in modes if m not in by_mode})
+        if unknown:
+            raise ValueError(f"training rows name modes {unknown} without a protocol; known: {sorted(protocols)}")
+        trajectories: list = [None] * len(prompts)
+        for row_mode in dict.fromkeys(modes):
+            engine = engines.get(row_mode)
+            if engine is None or engine.model is not model:
+                engine = engines[row_mode] = RolloutEngine(model, tokenizer, by_mode[row_mode], client, config,
+                                                           seed=seed)
+            index = [i for i, m in enumerate(modes) if m == row_mode]
+            for i, traj in zip(index, engine.run([question_of(prompts[i]) for i in index]), strict=True):
+                trajectories[i] = traj
         metrics_store = getattr(trainer, "_metrics", None)
         if metrics_store is not None:
             mode = "train" if trainer.model.training else "eval"

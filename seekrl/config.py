@@ -125,8 +125,9 @@ class AgentSection:
     protocol: Literal["search_r1", "adasearch", "gog", "parametric", "rag"] = _f(
         "search_r1", "Which protocol renders prompts and parses actions."
     )
-    adasearch_mode: Literal["adaptive", "decide", "parametric", "search"] = _f(
-        "adaptive", "AdaSearch only: decide then act (adaptive), or one mode on its own."
+    adasearch_mode: Literal["adaptive", "decide", "parametric", "search", "routed"] = _f(
+        "adaptive", "AdaSearch only: decide then act in one trajectory (adaptive); decide, then solve with the "
+                    "parametric or search prompt (routed: inference as the stages train it); or one mode on its own."
     )
     max_turns: int = _f(4, "Maximum tool calls per trajectory before the answer is forced.")
     max_query_chars: int = _f(512, "Search queries longer than this are truncated.")
@@ -195,6 +196,12 @@ class GRPOSection:
     eval_steps: int = _f(0, "Every N steps (and after the last), evaluate on data.eval: EM, search rate, F1_aware "
                             "(labels from label.samples parametric samples); 0 disables.")
     eval_limit: int = _f(32, "Questions of data.eval used by the periodic evaluation.")
+    replay_modes: list[str] = _f(
+        [], "AdaSearch decide stage: stage-1 modes (parametric, search) whose solving is rehearsed in the same "
+            "batches, scored by the recipe's accuracy reward (em, f1 or subem); the decision rows are scored by the "
+            "decision reward alone. Training the decision alone overwrote a tiny model's solving, which shares its "
+            "weights. Empty: no rehearsal.")
+    replay_fraction: float = _f(0.5, "Share of the training rows that rehearse replay_modes (0 < f < 1).")
 
 
 @dataclass

@@ -56,7 +56,8 @@ def eval_command(
         help="Folder with local copies of the FlashRAG benchmarks ({name}/test.jsonl or test_{name}.jsonl); "
              "names found there are read from it instead of the Hub.", rich_help_panel="What to evaluate")] = None,
     adasearch_mode: Annotated[str | None, typer.Option(
-        help="AdaSearch only: adaptive | search | parametric | decide.", rich_help_panel="What to evaluate")] = None,
+        help="AdaSearch only: adaptive | routed (decide, then the parametric or search prompt) | search | "
+             "parametric | decide.", rich_help_panel="What to evaluate")] = None,
     limit: Annotated[int | None, typer.Option(help="First N questions of each benchmark.",
                                               rich_help_panel="What to evaluate")] = None,
     out: Annotated[str | None, typer.Option(

@@ -266,7 +266,7 @@ def check_retriever(options: EvalOptions) -> None:
     if options.protocol == "gog":
         check_image_retriever(options)
     needs = options.protocol in ("search_r1", "rag") or options.model.startswith(SCRIPTED_PREFIX) or (
-        options.protocol == "adasearch" and options.adasearch_mode in ("adaptive", "search"))
+        options.protocol == "adasearch" and options.adasearch_mode in ("adaptive", "search", "routed"))
     if not needs:
         return
     if not options.retriever:
@@ -315,7 +315,8 @@ class PolicyAgent:
                                       options.adasearch_mode)
 
     def _engine(self, protocol, attention: str, settings, temperature: float):
-        from seekrl.agents.rollout import RolloutConfig, RolloutEngine
+        from seekrl.agents.rollout import RolloutConfig
+        from seekrl.agents.routed import make_engine
 
         o = self.options
         if attention == "dense" and self.model.config._attn_implementation != self.base_attention:
@@ -325,7 +326,7 @@ class PolicyAgent:
             max_obs_tokens=o.max_obs_tokens, temperature=temperature, top_p=o.top_p, topk=o.topk,
             max_batch_size=max(o.batch_size, o.num_samples, o.awareness_probe), attention=attention,
             block_topk=settings, hardware=o.hardware)
-        return RolloutEngine(self.model, self.tokenizer, protocol, self.client, config, seed=o.seed)
+        return make_engine(self.model, self.tokenizer, protocol, self.client, config, seed=o.seed)
 
     def run(self, benchmark: str, records: list[QARecord], attention: str, settings) -> list[tuple[list, dict]]:
         """Per record: (its sampled trajectories, extra trajectory fields such as RAG's documents)."""

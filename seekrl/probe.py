@@ -17,13 +17,14 @@ from seekrl.rewards import exact_match, f1_aware, solve_rate_labels
 
 
 def _engine(model, tokenizer, protocol, client, recipe, temperature: float, seed: int, batch: int):
-    from seekrl.agents.rollout import RolloutConfig, RolloutEngine
+    from seekrl.agents.rollout import RolloutConfig
+    from seekrl.agents.routed import make_engine
 
     r = recipe.rollout
     config = RolloutConfig(max_new_tokens_per_turn=r.max_new_tokens_per_turn, max_total_tokens=r.max_total_tokens,
                            max_obs_tokens=r.max_obs_tokens, temperature=temperature, top_p=r.top_p,
                            topk=recipe.env.topk, max_batch_size=batch)
-    return RolloutEngine(model, tokenizer, protocol, client, config, seed=seed)
+    return make_engine(model, tokenizer, protocol, client, config, seed=seed)
 
 
 @torch.no_grad()

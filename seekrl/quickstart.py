@@ -2,8 +2,9 @@
 
 Runs recipes/quickstart.yaml (a synthetic knowledge world, a tiny model warm-started by SFT on a naive policy,
 then the AdaSearch stages on Ray with real GRPO), then measures the warm start and the trained agent on the
-world's held-out questions the same way (seekrl.probe.agent_metrics: greedy adaptive agent; labels from each
-model's own parametric solve rates):
+world's held-out questions the same way (seekrl.probe.agent_metrics: the greedy routed agent, which decides and
+then solves with the parametric or the search prompt, as the stages train it; labels from each model's own
+parametric solve rates):
 
 - EM of the answer, search rate (share of questions with at least one search);
 - F1_aware of the assessments against the labels (seekrl.rewards.f1_aware);
@@ -108,9 +109,9 @@ def run_quickstart(recipe: Recipe, resume: bool = False) -> dict:
 
 
 def _eval_recipe(recipe: Recipe, out: Path) -> Recipe:
-    """The recipe as its world run resolved it (data, env), with the adaptive agent that is evaluated."""
+    """The recipe as its world run resolved it (data, env), with the routed agent that is evaluated."""
     from seekrl.config import load_recipe
 
     resolved = load_recipe(out / "recipe.yaml")
-    resolved.agent.protocol, resolved.agent.adasearch_mode = "adasearch", "adaptive"
+    resolved.agent.protocol, resolved.agent.adasearch_mode = "adasearch", "routed"
     return resolved

@@ -116,7 +116,7 @@ def _is_url(retriever: str | None) -> bool:
 
 def _uses_tools(options: ServeOptions) -> bool:
     return options.protocol == "search_r1" or (
-        options.protocol == "adasearch" and options.adasearch_mode in ("adaptive", "search"))
+        options.protocol == "adasearch" and options.adasearch_mode in ("adaptive", "search", "routed"))
 
 
 # --- setup ------------------------------------------------------------------------------------------------------
@@ -542,21 +542,21 @@ def create_app(options: ServeOptions, agent: Agent | None = None):
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from seekrl.agents import make_protocol
-    from seekrl.agents.rollout import RolloutConfig, RolloutEngine
+    from seekrl.agents.rollout import RolloutConfig
+    from seekrl.agents.routed import make_engine
 
     agent = agent or load_agent(options)
     metrics = Metrics()
-    engines: dict[tuple[int, int], RolloutEngine] = {}
+    engines: dict[tuple[int, int], Any] = {}
 
-    def engine_for(max_turns: int, max_tokens: int) -> RolloutEngine:
+    def engine_for(max_turns: int, max_tokens: int):
         if (max_turns, max_tokens) not in engines:
             config = RolloutConfig(
                 max_new_tokens_per_turn=options.max_new_tokens_per_turn, max_total_tokens=max_tokens,
                 max_obs_tokens=options.max_obs_tokens, temperature=0.0, topk=options.topk,
                 max_batch_size=options.max_batch_size, hardware=options.hardware)
             protocol = make_protocol(options.protocol, max_turns, options.max_query_chars, options.adasearch_mode)
-            engines[max_turns, max_tokens] = RolloutEngine(agent.model, agent.tokenizer, protocol, agent.client,
-                                                           config)
+            engines[max_turns, max_tokens] = make_engine(agent.model, agent.tokenizer, protocol, agent.client, config)
         return engines[max_turns, max_tokens]
 
     def run_batch(jobs: list[Job]) -> list:
@@ -786,7 +786,8 @@ def serve_command(
         help="search_r1 | adasearch | parametric (answers without searching). The one the checkpoint was "
              "trained with.", rich_help_panel="Agent")] = "search_r1",
     adasearch_mode: Annotated[str, typer.Option(
-        help="AdaSearch only: adaptive (decide, then answer or search) | search | parametric | decide.",
+        help="AdaSearch only: adaptive (decide, then answer or search in one trajectory) | routed (decide, then "
+             "the parametric or search prompt, as the stages train it) | search | parametric | decide.",
         rich_help_panel="Agent")] = "adaptive",
     host: Annotated[str, typer.Option(
         help="Interface to bind; 127.0.0.1 keeps the server on this machine. Anything else should come with "

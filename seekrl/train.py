@@ -43,7 +43,8 @@ class RunPlan:
 
 def training_rows(recipe: Recipe, labels: dict[str, str | None] | None = None) -> list[dict]:
     """Training examples for TRL: `prompt` (the question), gold answers, the record id, and with `labels` (question
-    id -> "yes"/"no", from a label stage) the `decision_label` column that `decision_reward` reads."""
+    id -> "yes"/"no", from a label stage) the `decision_label` column that `decision_reward` reads; with
+    `grpo.replay_modes`, the rehearsal rows after them (`replay_rows`)."""
     from seekrl.data import load_from_spec
 
     if not recipe.data.train:
@@ -62,7 +63,54 @@ def training_rows(recipe: Recipe, labels: dict[str, str | None] | None = None) -
             raise RecipeError("the decision reward needs pseudo-labels: put a `label` stage before this GRPO stage")
         if all(row["decision_label"] is None for row in rows):
             raise RecipeError("no training question has a pseudo-label: the label stage labelled other questions")
+    if recipe.grpo.replay_modes:
+        rows = rows + replay_rows(recipe, rows)
     return rows
+
+
+REPLAY_MODES = ("parametric", "search")
+ACCURACY_REWARDS = ("em", "f1", "subem")
+
+
+def check_replay(recipe: Recipe) -> None:
+    """`grpo.replay_modes` rehearses AdaSearch's stage-1 modes: it needs an accuracy reward to score them."""
+    g = recipe.grpo
+    if not g.replay_modes:
+        return
+    if recipe.agent.protocol != "adasearch":
+        raise RecipeError("grpo.replay_modes rehearses AdaSearch's stage-1 modes: set agent.protocol: adasearch")
+    bad = [m for m in g.replay_modes if m not in REPLAY_MODES]
+    if bad:
+        raise RecipeError(f"grpo.replay_modes: {bad} are not stage-1 modes; choose from {list(REPLAY_MODES)}")
+    if not 0.0 < g.replay_fraction < 1.0:
+        raise RecipeError(f"grpo.replay_fraction must be strictly between 0 and 1, got {g.replay_fraction}")
+    if not any(spec.name in ACCURACY_REWARDS for spec in recipe.rewards):
+        raise RecipeError("grpo.replay_modes needs an accuracy reward (em, f1 or subem) in `rewards` to score the "
+                          "rehearsed answers")
+
+
+def replay_rows(recipe: Recipe, rows: list[dict]) -> list[dict]:
+    """Rehearsal rows for `grpo.replay_modes`: the training questions again, each with a stage-1 `mode`, so that
+    they make up `grpo.replay_fraction` of all rows. The main rows get `mode` None (the recipe's own mode) and, when
+    they train the decision, no gold answers: the decision reward alone scores them, the accuracy reward alone the
+    rehearsal rows (whose `decision_label` is None). Both rewards give None where they do not apply."""
+    import random
+
+    g = recipe.grpo
+    order = list(range(len(rows)))
+    random.Random(recipe.data.shuffle_seed).shuffle(order)
+    count = round(len(rows) * g.replay_fraction / (1.0 - g.replay_fraction))
+    extra = []
+    for k in range(count):
+        row = rows[order[(k // len(g.replay_modes)) % len(rows)]]
+        mode = g.replay_modes[k % len(g.replay_modes)]
+        extra.append({**row, "id": f"{row['id']}#{mode}", "decision_label": None, "mode": mode})
+    for row in rows:
+        row["mode"] = None
+        row.setdefault("decision_label", None)
+        if recipe.agent.adasearch_mode == "decide":
+            row["golden_answers"] = None
+    return extra
 
 
 def plan_run(recipe: Recipe, resume: bool = False, labels: dict[str, str | None] | None = None) -> RunPlan:
@@ -71,6 +119,10 @@ def plan_run(recipe: Recipe, resume: bool = False, labels: dict[str, str | None]
     from seekrl.rewards import build_reward_funcs
 
     build_reward_funcs(recipe.rewards)
+    check_replay(recipe)
+    if recipe.agent.protocol == "adasearch" and recipe.agent.adasearch_mode == "routed":
+        raise RecipeError("agent.adasearch_mode routed is AdaSearch's inference (decide, then solve): train its "
+                          "stages, the parametric and search modes and then decide")
     if recipe.env.kind == "index":
         if not recipe.env.index_dir or not Path(recipe.env.index_dir).is_dir():
             raise RecipeError(f"env.index_dir {recipe.env.index_dir!r} is not a directory: build one with "
@@ -192,10 +244,9 @@ def train_loop_per_worker(config: dict) -> None:
     import torch
     from datasets import Dataset
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
-    from trl import GRPOTrainer
 
     from seekrl.agents import make_protocol
-    from seekrl.agents.trl_adapter import make_rollout_func, rollout_config_from_recipe
+    from seekrl.agents.trl_adapter import RowsGRPOTrainer, make_rollout_func, rollout_config_from_recipe
     from seekrl.config import load_recipe_dict
     from seekrl.models import load_model, load_tokenizer
     from seekrl.rewards import build_reward_funcs
@@ -213,17 +264,21 @@ def train_loop_per_worker(config: dict) -> None:
     tokenizer = load_tokenizer(config["model_path"])
     model = load_model(config["model_path"], dtype=recipe.model.dtype,
                        attn_implementation=recipe.model.attn_implementation)
-    protocol = make_protocol(recipe.agent.protocol, recipe.agent.max_turns, recipe.agent.max_query_chars,
-                             recipe.agent.adasearch_mode)
-    client = make_client(recipe.env) if protocol.uses_tools else None
-    rollout_func = make_rollout_func(protocol, client, rollout_config_from_recipe(recipe), seed=recipe.seed + rank)
+    a = recipe.agent
+    protocol = make_protocol(a.protocol, a.max_turns, a.max_query_chars, a.adasearch_mode)
+    # Rehearsed stage-1 modes (grpo.replay_modes) roll out with their own protocols.
+    replay = {mode: make_protocol(a.protocol, a.max_turns, a.max_query_chars, mode) for mode in recipe.grpo.replay_modes}
+    uses_tools = protocol.uses_tools or any(p.uses_tools for p in replay.values())
+    client = make_client(recipe.env) if uses_tools else None
+    rollout_func = make_rollout_func(protocol, client, rollout_config_from_recipe(recipe), seed=recipe.seed + rank,
+                                     protocols=replay or None)
     rollout_func = wrap_rollout(rollout_func, recipe)
     funcs, _ = build_reward_funcs(recipe.rewards)
 
     # One HF output directory for all ranks, as in plain distributed HF training: rank 0 writes the model,
     # every rank its own RNG state, and each rank's RayTrainReportCallback reports that checkpoint.
     work_dir = Path(config["output_dir"]) / "hf"
-    trainer = GRPOTrainer(
+    trainer = RowsGRPOTrainer(
         model=model,
         reward_funcs=funcs,
         args=grpo_args(recipe, str(work_dir), use_cpu),
@@ -270,8 +325,8 @@ class HeldoutEvalCallback(_callback_base()):
     """Every `grpo.eval_steps` steps and after the last one (rank 0): EM, search rate and F1_aware on held-out
     questions (seekrl.probe.agent_metrics), logged with the step's training metrics as `heldout/*`.
 
-    An AdaSearch policy is evaluated as the adaptive agent (decide, then answer or search), whichever mode the
-    stage trains: that is the agent the stages build."""
+    An AdaSearch policy is evaluated as the routed agent (decide, then solve with the parametric or search
+    prompt; seekrl.agents.routed), whichever mode the stage trains: that is the agent the stages build."""
 
     def __init__(self, trainer, recipe: Recipe, rows: list[dict], client):
         import copy
@@ -279,7 +334,7 @@ class HeldoutEvalCallback(_callback_base()):
         self.trainer, self.rows, self.client = trainer, rows, client
         self.recipe = copy.deepcopy(recipe)
         if recipe.agent.protocol == "adasearch":
-            self.recipe.agent.adasearch_mode = "adaptive"
+            self.recipe.agent.adasearch_mode = "routed"
 
     def on_step_end(self, args, state, control, **kwargs):
         every = self.recipe.grpo.eval_steps

@@ -84,7 +84,8 @@ def test_search_r1_reactions():
     "mode, turns, expected",
     [
         ("decide", ["<assessment>yes</assessment>"], [("finish", None, "yes")]),
-        ("decide", ["<assessment>maybe</assessment>"], [("text", None, None)]),
+        ("decide", ["<assessment>maybe</assessment>"], [("finish", None, None)]),
+        ("decide", ["<search>q</search>"], [("finish", None, None)]),
         ("parametric", ["<search>q</search>", "<answer>a</answer>"], [("text", None, None), ("finish", "a", None)]),
         ("adaptive", ["<answer>a</answer>"], [("text", None, None)]),
         ("adaptive", ["<assessment>no</assessment>", "<search>q</search>"], [("text", None, "no"),
@@ -111,6 +112,16 @@ def test_adasearch_first_text_after_assessment_is_empty_and_corrections_count():
     assert go_on.kind == "text" and go_on.text == "" and not go_on.tool_failure
     wrong = p.react(p.parse("<search>q</search>"), state, False)
     assert wrong.tool_failure and "<answer>" in wrong.text
+
+
+def test_decide_mode_ends_at_an_invalid_first_action():
+    """Stage-2 decision training: a malformed decision is a failed trajectory, not a retry (see agents.adasearch)."""
+    p = AdaSearch("decide")
+    state = TrajectoryState()
+    for turn in ("<assessment>maybe</assessment>", "<answer>a</answer>", "no tags at all"):
+        reaction = p.react(p.parse(turn), state, False)
+        assert reaction.kind == "finish" and reaction.text == "" and state.decision is None
+        assert reaction.tool_failure == (turn != "no tags at all"), turn
 
 
 def test_make_protocol_names():

@@ -134,3 +134,38 @@ def test_a_killed_worker_restarts_from_the_checkpoint(tiny_searcher_dir, bm25_di
     history = json.loads((tmp_path / "run" / "log_history.json").read_text())
     steps = [h["step"] for h in history if "rollout/search_rate" in h]
     assert steps[-1] == 4 and len(steps) == len(set(steps)), steps
+
+
+def test_replay_rows_rehearse_the_stage1_modes_beside_the_decision(tmp_path, tiny_text_dir, bm25_dir, shared_data):
+    """AdaSearch's decide stage with grpo.replay_modes: decision rows scored by the decision reward alone,
+    rehearsal rows (each training question again, in a stage-1 mode) by EM alone."""
+    from seekrl.config import RecipeError, load_recipe
+    from seekrl.rewards import decision_reward, em_reward
+    from seekrl.train import plan_run, training_rows
+
+    path = tiny_recipe(tmp_path, tiny_text_dir, bm25_dir, shared_data)
+    overrides = ["agent.protocol=adasearch", "agent.adasearch_mode=decide", "grpo.replay_modes=[parametric, search]",
+                 "rewards=[{name: decision}, {name: em}]"]
+    recipe = load_recipe(path, overrides)
+    labels = {r["id"]: "yes" for r in training_rows(load_recipe(path))}
+    rows = training_rows(recipe, labels)
+    decide = [r for r in rows if r["mode"] is None]
+    replay = [r for r in rows if r["mode"] is not None]
+    assert len(decide) == len(replay) == 8  # replay_fraction 0.5
+    assert sorted(r["mode"] for r in replay) == ["parametric"] * 4 + ["search"] * 4
+    assert {r["id"].split("#")[0] for r in replay} <= {r["id"] for r in decide}
+    assert all(r["golden_answers"] is None and r["decision_label"] == "yes" for r in decide)
+    assert all(r["golden_answers"] and r["decision_label"] is None for r in replay)
+    # Each reward scores only its own rows (None elsewhere: TRL leaves it out of the sum).
+    completions = ["<assessment>yes</assessment>"] * len(decide) + ["<answer>x</answer>"] * len(replay)
+    columns = {k: [r[k] for r in rows] for k in ("golden_answers", "decision_label")}
+    assert decision_reward(completions, **columns) == [1.0] * 8 + [None] * 8
+    assert em_reward(completions, **columns)[:8] == [None] * 8
+    assert None not in em_reward(completions, **columns)[8:]
+
+    with pytest.raises(RecipeError, match="needs an accuracy reward"):
+        plan_run(load_recipe(path, overrides[:3] + ["rewards=[{name: decision}]"]), labels=labels)
+    with pytest.raises(RecipeError, match=r"\['decide'\] are not stage-1 modes"):
+        plan_run(load_recipe(path, [*overrides[:2], "grpo.replay_modes=[decide]", overrides[3]]), labels=labels)
+    with pytest.raises(RecipeError, match="routed is AdaSearch's inference"):
+        plan_run(load_recipe(path, ["agent.protocol=adasearch", "agent.adasearch_mode=routed"]))
