@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from trl import GRPOTrainer
+
 from seekrl.agents.protocol import Protocol
 from seekrl.agents.rollout import RolloutConfig, RolloutEngine, Trajectory
 
@@ -115,13 +117,7 @@ def apply_kinetics_plan(recipe, model_config, prompt_len: int):
     return chosen
 
 
-def _grpo_trainer_class():
-    from trl import GRPOTrainer
-
-    return GRPOTrainer
-
-
-class RowsGRPOTrainer(_grpo_trainer_class()):
+class RowsGRPOTrainer(GRPOTrainer):
     """TRL GRPOTrainer whose rollout function can read the rows it rolls out, `self.rollout_rows` (module
     docstring)."""
 

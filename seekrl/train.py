@@ -64,12 +64,17 @@ def training_rows(recipe: Recipe, labels: dict[str, str | None] | None = None) -
         if all(row["decision_label"] is None for row in rows):
             raise RecipeError("no training question has a pseudo-label: the label stage labelled other questions")
     if recipe.grpo.replay_modes:
-        rows = rows + replay_rows(recipe, rows)
+        extra = replay_rows(recipe, rows)
+        for row in rows:
+            row["mode"] = None
+            row.setdefault("decision_label", None)
+            if recipe.agent.adasearch_mode == "decide":
+                row["golden_answers"] = None  # the decision reward alone scores the decision rows
+        rows = rows + extra
     return rows
 
 
 REPLAY_MODES = ("parametric", "search")
-ACCURACY_REWARDS = ("em", "f1", "subem")
 
 
 def check_replay(recipe: Recipe) -> None:
@@ -84,16 +89,18 @@ def check_replay(recipe: Recipe) -> None:
         raise RecipeError(f"grpo.replay_modes: {bad} are not stage-1 modes; choose from {list(REPLAY_MODES)}")
     if not 0.0 < g.replay_fraction < 1.0:
         raise RecipeError(f"grpo.replay_fraction must be strictly between 0 and 1, got {g.replay_fraction}")
-    if not any(spec.name in ACCURACY_REWARDS for spec in recipe.rewards):
+    from seekrl.rewards.rewards import ACCURACY_METRICS
+
+    if not any(spec.name in ACCURACY_METRICS for spec in recipe.rewards):
         raise RecipeError("grpo.replay_modes needs an accuracy reward (em, f1 or subem) in `rewards` to score the "
                           "rehearsed answers")
 
 
 def replay_rows(recipe: Recipe, rows: list[dict]) -> list[dict]:
     """Rehearsal rows for `grpo.replay_modes`: the training questions again, each with a stage-1 `mode`, so that
-    they make up `grpo.replay_fraction` of all rows. The main rows get `mode` None (the recipe's own mode) and, when
-    they train the decision, no gold answers: the decision reward alone scores them, the accuracy reward alone the
-    rehearsal rows (whose `decision_label` is None). Both rewards give None where they do not apply."""
+    they make up `grpo.replay_fraction` of all rows. Their `decision_label` is None, so the accuracy reward alone
+    scores them; `training_rows` gives the main rows `mode` None (the recipe's own mode) and, when they train the
+    decision, no gold answers. Both rewards give None where they do not apply."""
     import random
 
     g = recipe.grpo
@@ -105,11 +112,6 @@ def replay_rows(recipe: Recipe, rows: list[dict]) -> list[dict]:
         row = rows[order[(k // len(g.replay_modes)) % len(rows)]]
         mode = g.replay_modes[k % len(g.replay_modes)]
         extra.append({**row, "id": f"{row['id']}#{mode}", "decision_label": None, "mode": mode})
-    for row in rows:
-        row["mode"] = None
-        row.setdefault("decision_label", None)
-        if recipe.agent.adasearch_mode == "decide":
-            row["golden_answers"] = None
     return extra
 
 
