@@ -74,11 +74,9 @@ class World:
     def passages(self) -> list[dict]:
         """The corpus: one passage per person (practice people too) and per city, `{id, contents}` with contents
         `"Title"\\ntext`."""
-        docs = [{"id": f"{prefix}{i}", "contents": f'"{p.name}"\n{p.name} was born in {p.city}. {p.name} works as a '
-                                                  f'{p.job}.'}
+        docs = [{"id": f"{prefix}{i}", "contents": person_passage(p)}
                 for prefix, group in (("p", self.people), ("x", self.practice)) for i, p in enumerate(group)]
-        docs += [{"id": f"c{i}", "contents": f'"{c.name}"\n{c.name} is a city in {c.country}.'}
-                 for i, c in enumerate(self.cities)]
+        docs += [{"id": f"c{i}", "contents": city_passage(c)} for i, c in enumerate(self.cities)]
         return docs
 
     def answer(self, person: Person, kind: str) -> str:
@@ -103,6 +101,15 @@ class World:
         """(question, answer, hops) for every question about `person`, both phrasings."""
         return [(template.format(name=person.name), self.answer(person, kind[0]), kind[1])
                 for kind in QUESTION_KINDS for template in kind[2:]]
+
+
+def person_passage(person: Person) -> str:
+    """A person's passage, `"Title"\\ntext` as in wiki-18."""
+    return f'"{person.name}"\n{person.name} was born in {person.city}. {person.name} works as a {person.job}.'
+
+
+def city_passage(city: City) -> str:
+    return f'"{city.name}"\n{city.name} is a city in {city.country}.'
 
 
 def name_maker(rng: random.Random, syllables: list[str] = SYLLABLES):

@@ -267,16 +267,21 @@ class WorldSection:
     known_fraction: float = _f(0.5, "Share of the people whose facts the warm start is taught (the rest only search finds).")
     num_practice: int = _f(24, "Practice people: in the corpus, never asked about; the warm start's search "
                                "demonstrations are about them (see seekrl.envs.world).")
+    model_layers: int = _f(2, "Layers of the tiny base model built for the world (model seekrl-tiny-world).")
 
 
 @dataclass
 class SFTSection:
     """Warm start by TRL SFTTrainer on scripted trajectories (seekrl.sft); world runs only. Two phases, as a real
-    model's knowledge comes from pre-training and its behaviour from fine-tuning: (1) the known facts alone,
-    (2) the naive policy's trajectories mixed with copies of the facts."""
+    model's knowledge and reading come from pre-training and its behaviour from fine-tuning: (1) the known facts
+    and reading drills, (2) the naive policy's trajectories mixed with copies of the facts and more drills."""
 
-    knowledge_epochs: float = _f(60.0, "Phase 1: passes over the known facts (each phrasing); a tiny model needs "
-                                       "dozens before it recalls them.")
+    knowledge_epochs: int = _f(60, "Phase 1: passes over the known facts (each phrasing); a tiny model needs "
+                                   "dozens before it recalls them.")
+    reading_drills: int = _f(0, "Phase 1: search trajectories about made-up people (seekrl.sft.reading_examples), "
+                                "each answerable only by reading the retrieved passage; 0 = none.")
+    policy_reading_drills: int = _f(0, "Phase 2: more reading drills mixed into the policy trajectories, so "
+                                       "fine-tuning keeps the reading skill.")
     knowledge_learning_rate: float = _f(1e-3, "Phase 1 learning rate (constant after warm-up); 3e-3 is too high "
                                                     "for the tiny world model: it stalls at recalling ~40%.")
     epochs: float = _f(1.0, "Phase 2: epochs over the policy trajectories (the repeats below already repeat them).")

@@ -80,6 +80,61 @@ def _search_turns(world, person, kind_hops: int, answer: str) -> list[str]:
     return turns + [f"<answer> {answer} </answer>"]
 
 
+class _DrillClient:
+    """Answers a reading drill's searches: the drill person's passage for their name, the city's for its name
+    (the world's own passage formats); the other `topk - 1` results are other passages of the world."""
+
+    def __init__(self, passages: dict[str, str], filler: list[str], rng: random.Random):
+        self.passages, self.filler, self.rng = passages, filler, rng
+
+    def search(self, queries: list[str], topk: int) -> list[list[dict]]:
+        results = []
+        for query in queries:
+            first = self.passages[query.strip()]
+            rest = self.rng.sample([f for f in self.filler if f != first], topk - 1) if topk > 1 else []
+            results.append([{"contents": text} for text in (first, *rest)])
+        return results
+
+
+def reading_examples(world, tokenizer, count: int, seed: int = 0, topk: int = 2,
+                     max_turns: int = 3) -> list[dict[str, list[int]]]:
+    """`count` search-mode trajectories about *drill people*, each made up for one trajectory: a name that
+    recombines the world's first and last names (never the name of anyone in the world), a random birthplace
+    among the world's cities and a random job; the question is of any kind, the turns are the search policy's.
+
+    No drill person's facts can be memorised (every trajectory has its own), so the trained answer can only be
+    predicted by reading it from the retrieved passage (its observation, itself untrained). The world's 12
+    practice people cannot teach that: shown a few dozen times each, their facts are memorised, and the tiny
+    model then answers from memory and never learns to read (search EM on unknown people stayed at guessing).
+    """
+    from seekrl.agents import make_protocol
+    from seekrl.envs.world import QUESTION_KINDS, Person, city_passage, person_passage
+
+    rng = random.Random(seed)
+    search = make_protocol("adasearch", max_turns, adasearch_mode="search")
+    people = world.people + world.practice
+    taken = {p.name for p in people}
+    firsts = sorted({p.name.split()[0] for p in people})
+    lasts = sorted({p.name.split()[1] for p in people})
+    if len(firsts) * len(lasts) <= len(taken):
+        raise ValueError("the world has too few names to make up drill people from")
+    jobs = sorted({p.job for p in people})
+    filler = [d["contents"] for d in world.passages()]
+    examples = []
+    for _ in range(count):
+        name = f"{rng.choice(firsts)} {rng.choice(lasts)}"
+        while name in taken:
+            name = f"{rng.choice(firsts)} {rng.choice(lasts)}"
+        city = rng.choice(world.cities)
+        person = Person(name, city.name, rng.choice(jobs), False)
+        kind, hops, *phrasings = rng.choice(QUESTION_KINDS)
+        answer = world.answer(person, kind)
+        client = _DrillClient({name: person_passage(person), city.name: city_passage(city)}, filler, rng)
+        examples.append(render_trajectory(tokenizer, search, rng.choice(phrasings).format(name=name),
+                                          _search_turns(world, person, hops, answer), client, topk))
+    return examples
+
+
 def world_examples(world, tokenizer, client, seed: int = 0, p_yes: float = 0.5, knowledge_repeats: int = 10,
                    search_repeats: int = 4, adaptive_repeats: int = 8, topk: int = 2,
                    max_turns: int = 3) -> dict[str, list[dict[str, list[int]]]]:

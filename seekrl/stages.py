@@ -57,7 +57,7 @@ def prepare_world(recipe: Recipe, out: Path):
         if not (base / "config.json").exists():
             from seekrl.testing import build_world_model
 
-            build_world_model(world, base, seed=recipe.seed)
+            build_world_model(world, base, seed=recipe.seed, num_layers=w.model_layers)
         recipe.model.name_or_path = str(base)
     return world
 
@@ -135,23 +135,33 @@ def label_stage(recipe: Recipe, model_path: str, stage_dir: Path) -> Path:
 
 def sft_stage(recipe: Recipe, world, model_path: str, stage_dir: Path) -> Path:
     """The scripted warm start (two SFT phases, see SFTSection); returns the trained model directory."""
+    import random
+
     from seekrl.envs.client import InProcessClient
     from seekrl.envs.index import load_index
     from seekrl.models import load_tokenizer
-    from seekrl.sft import run_sft, world_examples
+    from seekrl.sft import reading_examples, run_sft, world_examples
 
     if world is None:
         raise RecipeError("an sft stage scripts trajectories over the run's synthetic world: set world.enabled: true")
     s = recipe.sft
+    tokenizer = load_tokenizer(model_path)
     client = InProcessClient(load_index(recipe.env.index_dir), default_topk=recipe.env.topk)
-    examples = world_examples(world, load_tokenizer(model_path), client, seed=recipe.seed, p_yes=s.p_yes,
+    examples = world_examples(world, tokenizer, client, seed=recipe.seed, p_yes=s.p_yes,
                               knowledge_repeats=s.knowledge_repeats, search_repeats=s.search_repeats,
                               adaptive_repeats=s.adaptive_repeats, topk=recipe.env.topk,
                               max_turns=recipe.agent.max_turns)
-    knowledge, history = run_sft(model_path, examples["knowledge"], stage_dir / "knowledge",
-                                 epochs=s.knowledge_epochs, learning_rate=s.knowledge_learning_rate,
-                                 batch_size=s.batch_size, seed=recipe.seed, scheduler="constant_with_warmup")
-    final, policy_history = run_sft(str(knowledge), examples["policy"], stage_dir, epochs=s.epochs,
+    drills = reading_examples(world, tokenizer, s.reading_drills + s.policy_reading_drills, seed=recipe.seed,
+                              topk=recipe.env.topk, max_turns=recipe.agent.max_turns)
+    rng = random.Random(recipe.seed)
+    pretraining = examples["knowledge"] * s.knowledge_epochs + drills[:s.reading_drills]
+    rng.shuffle(pretraining)
+    policy = examples["policy"] + drills[s.reading_drills:]
+    rng.shuffle(policy)
+    knowledge, history = run_sft(model_path, pretraining, stage_dir / "knowledge", epochs=1,
+                                 learning_rate=s.knowledge_learning_rate, batch_size=s.batch_size, seed=recipe.seed,
+                                 scheduler="constant_with_warmup")
+    final, policy_history = run_sft(str(knowledge), policy, stage_dir, epochs=s.epochs,
                                     learning_rate=s.learning_rate, batch_size=s.batch_size, seed=recipe.seed)
     (stage_dir / "log_history.json").write_text(json.dumps({"knowledge": history, "policy": policy_history},
                                                            indent=1))

@@ -9,7 +9,7 @@ from seekrl.envs.client import InProcessClient
 from seekrl.envs.index import load_index
 from seekrl.envs.world import generate_world, write_world
 from seekrl.models import load_tokenizer
-from seekrl.sft import IGNORE, render_trajectory, world_examples
+from seekrl.sft import IGNORE, reading_examples, render_trajectory, world_examples
 from seekrl.testing import build_world_model
 
 
@@ -84,3 +84,39 @@ def test_naive_policy_decides_at_random_and_only_known_facts_are_taught(world_se
     person = known[0]
     mine = [t for e, t in zip(examples["policy"], texts) if person.name in tok.decode(e["input_ids"])]
     assert any(t.startswith("<assessment> yes") and f"<answer> {person.city} </answer>" in t for t in mine)
+
+
+def test_reading_drills_are_about_made_up_people_and_answered_from_the_passage(world_setup):
+    world, tok, _ = world_setup
+    drills = reading_examples(world, tok, 60, seed=3, topk=2)
+    assert len(drills) == 60
+    names = {p.name for p in world.people + world.practice}
+    firsts, lasts = {n.split()[0] for n in names}, {n.split()[1] for n in names}
+    cities = {c.name: c.country for c in world.cities}
+    jobs = {p.job for p in world.people + world.practice}
+    seen_names, kinds = set(), set()
+    for drill in drills:
+        text = tok.decode(drill["input_ids"])
+        trained = tok.decode([i for i, lab in zip(drill["input_ids"], drill["labels"]) if lab != IGNORE])
+        untrained = tok.decode([i for i, lab in zip(drill["input_ids"], drill["labels"]) if lab == IGNORE])
+        query = trained.split("<search>")[1].split("</search>")[0].strip()
+        # A new person (never one of the world's), named with the world's name tokens.
+        assert query not in names and query.split()[0] in firsts and query.split()[1] in lasts
+        seen_names.add(query)
+        answer = trained.split("<answer>")[1].split("</answer>")[0].strip()
+        # The answer is a fact of the right kind, stated in a retrieved passage (untrained), not in the prompt.
+        born = untrained.split(f"{query} was born in ")[1].split(".")[0]
+        assert born in cities
+        if "country" in text.split("Question:")[1].split("\n")[0]:
+            kinds.add("country")
+            assert trained.count("<search>") == 2 and answer == cities[born]
+            assert f"{born} is a city in {answer}" in untrained
+        elif answer in jobs:
+            kinds.add("job")
+            assert f"{query} works as a {answer}" in untrained
+        else:
+            kinds.add("birthplace")
+            assert answer == born
+        assert answer not in text.split("<|im_start|>assistant")[0]
+        assert untrained.count("Doc 1") == trained.count("<search>") and "Doc 2" in untrained  # topk 2
+    assert kinds == {"birthplace", "job", "country"} and len(seen_names) > 40

@@ -18,7 +18,8 @@ def _tiny_quickstart(tmp_path: Path, **extra) -> Path:
     """recipes/quickstart.yaml shrunk to seconds: 6 people, a few SFT steps, 1-2 GRPO steps per stage, 1 worker."""
     recipe = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
     recipe["world"].update(num_people=6, num_practice=3)
-    recipe["sft"].update(knowledge_epochs=2, epochs=0.2, knowledge_repeats=1, search_repeats=1, adaptive_repeats=1)
+    recipe["sft"].update(knowledge_epochs=2, epochs=0.2, knowledge_repeats=1, search_repeats=1, adaptive_repeats=1,
+                         reading_drills=16, policy_reading_drills=8)
     recipe["label"]["samples"] = 2
     recipe["grpo"].update(max_steps=1, per_device_train_batch_size=4, eval_limit=4)
     recipe["ray"]["num_workers"] = 1
