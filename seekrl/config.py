@@ -272,25 +272,29 @@ class WorldSection:
 
 @dataclass
 class SFTSection:
-    """Warm start by TRL SFTTrainer on scripted trajectories (seekrl.sft); world runs only. Two phases, as a real
-    model's knowledge and reading come from pre-training and its behaviour from fine-tuning: (1) the known facts
-    and reading drills, (2) the naive policy's trajectories mixed with copies of the facts and more drills."""
+    """Warm start by TRL SFTTrainer on scripted trajectories (seekrl.sft); world runs only. Up to three phases, as a
+    real model's reading and knowledge come from pre-training and its behaviour from fine-tuning: (1) reading
+    drills alone (skipped when `reading_drills` is 0), (2) the known facts, with more drills so that reading is
+    rehearsed, (3) the naive policy's trajectories mixed with copies of the facts and more drills."""
 
-    knowledge_epochs: int = _f(60, "Phase 1: passes over the known facts (each phrasing); a tiny model needs "
+    knowledge_epochs: int = _f(60, "Phase 2: passes over the known facts (each phrasing); a tiny model needs "
                                    "dozens before it recalls them.")
     reading_drills: int = _f(0, "Phase 1: search trajectories about made-up people (seekrl.sft.reading_examples), "
-                                "each answerable only by reading the retrieved passage; 0 = none.")
-    policy_reading_drills: int = _f(0, "Phase 2: more reading drills mixed into the policy trajectories, so "
+                                "each answerable only by reading the retrieved passage, trained on their own before "
+                                "anything else, with the prompt's instructions left out (`bare`); 0 = no phase 1.")
+    knowledge_reading_drills: int = _f(0, "Phase 2: reading drills with the full search prompt mixed into the known "
+                                          "facts (the tiny model carries reading over to the full prompt on these).")
+    policy_reading_drills: int = _f(0, "Phase 3: reading drills mixed into the policy trajectories, so "
                                        "fine-tuning keeps the reading skill.")
-    knowledge_learning_rate: float = _f(1e-3, "Phase 1 learning rate (constant after warm-up); 3e-3 is too high "
+    knowledge_learning_rate: float = _f(1e-3, "Phases 1 and 2 learning rate (constant after warm-up); 3e-3 is too high "
                                                     "for the tiny world model: it stalls at recalling ~40%.")
-    epochs: float = _f(1.0, "Phase 2: epochs over the policy trajectories (the repeats below already repeat them).")
-    learning_rate: float = _f(1e-3, "Phase 2 peak learning rate (cosine schedule).")
+    epochs: float = _f(1.0, "Phase 3: epochs over the policy trajectories (the repeats below already repeat them).")
+    learning_rate: float = _f(1e-3, "Phase 3 peak learning rate (cosine schedule).")
     batch_size: int = _f(16, "Trajectories per optimizer step.")
     p_yes: float = _f(0.5, "Probability that the naive policy's assessment is 'yes', whatever it knows.")
-    knowledge_repeats: int = _f(10, "Phase 2: copies of each known fact mixed in, so phase 2 does not wash them out.")
-    search_repeats: int = _f(4, "Phase 2: copies of each scripted search trajectory.")
-    adaptive_repeats: int = _f(8, "Phase 2: adaptive-mode copies of each question, each with its own random assessment.")
+    knowledge_repeats: int = _f(10, "Phase 3: copies of each known fact mixed in, so phase 3 does not wash them out.")
+    search_repeats: int = _f(4, "Phase 3: copies of each scripted search trajectory.")
+    adaptive_repeats: int = _f(8, "Phase 3: adaptive-mode copies of each question, each with its own random assessment.")
 
 
 @dataclass

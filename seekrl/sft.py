@@ -36,16 +36,19 @@ IGNORE = -100
 
 
 def render_trajectory(tokenizer, protocol, question: str, turns: list[str], client=None, topk: int = 3,
-                      trained_turns: Collection[int] | None = None) -> dict[str, list[int]]:
+                      trained_turns: Collection[int] | None = None,
+                      messages: list[dict] | None = None) -> dict[str, list[int]]:
     """`input_ids` and `labels` of one scripted trajectory: `turns` are the policy's texts, in order; only the turns
     whose indices are in `trained_turns` are trained (all when None), the rest are context like the observations.
+    The prompt is the protocol's for `question` unless `messages` replaces it.
 
     After each turn the protocol reacts as in a rollout: a search runs through `client` and its formatted result
     (or the failure text) follows, untrained; a corrective text is an error here (a script must be valid).
     """
     from seekrl.agents.protocol import TrajectoryState
 
-    prompt = tokenizer.apply_chat_template(protocol.messages(question), tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(messages or protocol.messages(question), tokenize=False,
+                                           add_generation_prompt=True)
     input_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     labels = [IGNORE] * len(input_ids)
     state = TrajectoryState()
@@ -96,16 +99,20 @@ class _DrillClient:
         return results
 
 
-def reading_examples(world, tokenizer, count: int, seed: int = 0, topk: int = 2,
-                     max_turns: int = 3) -> list[dict[str, list[int]]]:
+def reading_examples(world, tokenizer, count: int, seed: int = 0, topk: int = 2, max_turns: int = 3,
+                     bare: bool = False) -> list[dict[str, list[int]]]:
     """`count` search-mode trajectories about *drill people*, each made up for one trajectory: a name that
     recombines the world's first and last names (never the name of anyone in the world), a random birthplace
     among the world's cities and a random job; the question is of any kind, the turns are the search policy's.
 
     No drill person's facts can be memorised (every trajectory has its own), so the trained answer can only be
-    predicted by reading it from the retrieved passage (its observation, itself untrained). The world's 12
-    practice people cannot teach that: shown a few dozen times each, their facts are memorised, and the tiny
-    model then answers from memory and never learns to read (search EM on unknown people stayed at guessing).
+    predicted by reading it from the retrieved passage (its observation, itself untrained). The world's practice
+    people cannot teach that: shown a few dozen times each, their facts are memorised, and the tiny model then
+    answers from memory and never learns to read (search EM on unknown people stayed at guessing).
+
+    `bare` drops the search prompt's instructions (the user turn is only `Question: ...`), a third of the
+    length: the tiny world model learnt to read from bare drills in fewer drills, each cheaper, and then carried
+    the skill over to the full prompt after a few thousand full drills (it did not without them).
     """
     from seekrl.agents import make_protocol
     from seekrl.envs.world import QUESTION_KINDS, Person, city_passage, person_passage
@@ -130,8 +137,10 @@ def reading_examples(world, tokenizer, count: int, seed: int = 0, topk: int = 2,
         kind, hops, *phrasings = rng.choice(QUESTION_KINDS)
         answer = world.answer(person, kind)
         client = _DrillClient({name: person_passage(person), city.name: city_passage(city)}, filler, rng)
-        examples.append(render_trajectory(tokenizer, search, rng.choice(phrasings).format(name=name),
-                                          _search_turns(world, person, hops, answer), client, topk))
+        question = rng.choice(phrasings).format(name=name)
+        messages = [{"role": "user", "content": f"Question: {question}\n"}] if bare else None
+        examples.append(render_trajectory(tokenizer, search, question, _search_turns(world, person, hops, answer),
+                                          client, topk, messages=messages))
     return examples
 
 

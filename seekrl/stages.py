@@ -134,7 +134,7 @@ def label_stage(recipe: Recipe, model_path: str, stage_dir: Path) -> Path:
 
 
 def sft_stage(recipe: Recipe, world, model_path: str, stage_dir: Path) -> Path:
-    """The scripted warm start (two SFT phases, see SFTSection); returns the trained model directory."""
+    """The scripted warm start (the SFT phases of SFTSection); returns the trained model directory."""
     import random
 
     from seekrl.envs.client import InProcessClient
@@ -151,21 +151,29 @@ def sft_stage(recipe: Recipe, world, model_path: str, stage_dir: Path) -> Path:
                               knowledge_repeats=s.knowledge_repeats, search_repeats=s.search_repeats,
                               adaptive_repeats=s.adaptive_repeats, topk=recipe.env.topk,
                               max_turns=recipe.agent.max_turns)
-    drills = reading_examples(world, tokenizer, s.reading_drills + s.policy_reading_drills, seed=recipe.seed,
-                              topk=recipe.env.topk, max_turns=recipe.agent.max_turns)
+    drills = {n: reading_examples(world, tokenizer, count, seed=recipe.seed + i, topk=recipe.env.topk,
+                                  max_turns=recipe.agent.max_turns, bare=n == "reading")
+              for i, (n, count) in enumerate([("reading", s.reading_drills), ("knowledge", s.knowledge_reading_drills),
+                                              ("policy", s.policy_reading_drills)])}
     rng = random.Random(recipe.seed)
-    pretraining = examples["knowledge"] * s.knowledge_epochs + drills[:s.reading_drills]
+    pretraining = examples["knowledge"] * s.knowledge_epochs + drills["knowledge"]
     rng.shuffle(pretraining)
-    policy = examples["policy"] + drills[s.reading_drills:]
+    policy = examples["policy"] + drills["policy"]
     rng.shuffle(policy)
-    knowledge, history = run_sft(model_path, pretraining, stage_dir / "knowledge", epochs=1,
-                                 learning_rate=s.knowledge_learning_rate, batch_size=s.batch_size, seed=recipe.seed,
-                                 scheduler="constant_with_warmup")
-    final, policy_history = run_sft(str(knowledge), policy, stage_dir, epochs=s.epochs,
-                                    learning_rate=s.learning_rate, batch_size=s.batch_size, seed=recipe.seed)
-    (stage_dir / "log_history.json").write_text(json.dumps({"knowledge": history, "policy": policy_history},
-                                                           indent=1))
-    return final
+    history: dict[str, list] = {}
+    model = model_path
+    phases = [("reading", drills["reading"], s.knowledge_learning_rate, 1, "constant_with_warmup"),
+              ("knowledge", pretraining, s.knowledge_learning_rate, 1, "constant_with_warmup"),
+              ("policy", policy, s.learning_rate, s.epochs, "cosine")]
+    for name, data, lr, epochs, scheduler in phases:
+        if not data:
+            continue
+        # The last phase writes the stage's model into stage_dir itself (stage_dir/final).
+        phase_dir = stage_dir if name == "policy" else stage_dir / name
+        model, history[name] = run_sft(str(model), data, phase_dir, epochs=epochs, learning_rate=lr,
+                                       batch_size=s.batch_size, seed=recipe.seed, scheduler=scheduler)
+    (stage_dir / "log_history.json").write_text(json.dumps(history, indent=1))
+    return model
 
 
 def run_stages(recipe: Recipe, resume: bool = False) -> dict:

@@ -289,6 +289,7 @@ def train_loop_per_worker(config: dict) -> None:
         rollout_func=rollout_func,
         peft_config=lora_config(recipe),
     )
+    trainer.add_callback(SaveBarrierCallback())  # before the report callback: see its docstring
     trainer.add_callback(RayTrainReportCallback())
     if rank == 0:
         if config.get("eval_rows") and recipe.grpo.eval_steps > 0:
@@ -321,6 +322,19 @@ def _callback_base():
     from transformers import TrainerCallback
 
     return TrainerCallback
+
+
+class SaveBarrierCallback(_callback_base()):
+    """Every rank waits at each checkpoint until all ranks have written their part of it. The ranks share one
+    checkpoint directory and each RayTrainReportCallback copies all of it: without the barrier a fast rank copied
+    while rank 0 was still writing, and the copy failed on a file that rank 0's save had meanwhile renamed away
+    (`shutil.Error: ... .tmpXXXX: No such file or directory`, seen once in a quickstart run)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.barrier()
 
 
 class HeldoutEvalCallback(_callback_base()):

@@ -120,3 +120,14 @@ def test_reading_drills_are_about_made_up_people_and_answered_from_the_passage(w
         assert answer not in text.split("<|im_start|>assistant")[0]
         assert untrained.count("Doc 1") == trained.count("<search>") and "Doc 2" in untrained  # topk 2
     assert kinds == {"birthplace", "job", "country"} and len(seen_names) > 40
+    # Bare drills are the same trajectories under a prompt that is only the question.
+    full, bare = reading_examples(world, tok, 5, seed=4, topk=2), reading_examples(world, tok, 5, seed=4, topk=2,
+                                                                                 bare=True)
+    for f, b in zip(full, bare):
+        f_text, b_text = tok.decode(f["input_ids"]), tok.decode(b["input_ids"])
+        question = f_text.split("Question: ")[1].split("\n")[0]
+        assert "<search>" in f_text.split("Question:")[0] and "<search>" not in b_text.split("Question:")[0]
+        assert b_text.split("<|im_end|>")[0].endswith(f"user\nQuestion: {question}\n")
+        assert b_text.split("<|im_start|>assistant")[1] == f_text.split("<|im_start|>assistant")[1]
+        trained = [i for i, lab in zip(f["input_ids"], f["labels"]) if lab != IGNORE]
+        assert trained == [i for i, lab in zip(b["input_ids"], b["labels"]) if lab != IGNORE]

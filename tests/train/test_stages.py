@@ -19,7 +19,7 @@ def _tiny_quickstart(tmp_path: Path, **extra) -> Path:
     recipe = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
     recipe["world"].update(num_people=6, num_practice=3)
     recipe["sft"].update(knowledge_epochs=2, epochs=0.2, knowledge_repeats=1, search_repeats=1, adaptive_repeats=1,
-                         reading_drills=16, policy_reading_drills=8)
+                         reading_drills=16, knowledge_reading_drills=8, policy_reading_drills=8)
     recipe["label"]["samples"] = 2
     recipe["grpo"].update(max_steps=1, per_device_train_batch_size=4, eval_limit=4)
     recipe["ray"]["num_workers"] = 1
@@ -58,6 +58,10 @@ def test_quickstart_runs_the_adasearch_stages_in_order_and_reports(tmp_path):
         assert after["input_model"] == before["model"]
     assert summary["final_model"] == str(out / "stages" / "decide" / "final")
     assert (Path(summary["final_model"]) / "config.json").exists()
+    # The warm start ran its three SFT phases in order: reading drills, known facts, policy.
+    sft_history = json.loads((out / "stages" / "warm_start" / "log_history.json").read_text())
+    assert list(sft_history) == ["reading", "knowledge", "policy"]
+    assert all(any("train_loss" in h for h in sft_history[phase]) for phase in sft_history)
 
     # The label stage wrote one yes/no label per training question, next to the model it labelled too.
     label = summary["stages"][3]
