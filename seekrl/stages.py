@@ -151,18 +151,20 @@ def sft_stage(recipe: Recipe, world, model_path: str, stage_dir: Path) -> Path:
                               knowledge_repeats=s.knowledge_repeats, search_repeats=s.search_repeats,
                               adaptive_repeats=s.adaptive_repeats, topk=recipe.env.topk,
                               max_turns=recipe.agent.max_turns)
-    drills = {n: reading_examples(world, tokenizer, count, seed=recipe.seed + i, topk=recipe.env.topk,
-                                  max_turns=recipe.agent.max_turns, bare=n == "reading")
-              for i, (n, count) in enumerate([("reading", s.reading_drills), ("knowledge", s.knowledge_reading_drills),
-                                              ("policy", s.policy_reading_drills)])}
+
+    def drills(count: int, seed: int, bare: bool = False) -> list[dict]:
+        return reading_examples(world, tokenizer, count, seed=seed, topk=recipe.env.topk,
+                                max_turns=recipe.agent.max_turns, bare=bare)
+
+    reading = drills(s.reading_drills, recipe.seed, bare=True)
     rng = random.Random(recipe.seed)
-    pretraining = examples["knowledge"] * s.knowledge_epochs + drills["knowledge"]
+    pretraining = examples["knowledge"] * s.knowledge_epochs + drills(s.knowledge_reading_drills, recipe.seed + 1)
     rng.shuffle(pretraining)
-    policy = examples["policy"] + drills["policy"]
+    policy = examples["policy"] + drills(s.policy_reading_drills, recipe.seed + 2)
     rng.shuffle(policy)
     history: dict[str, list] = {}
     model = model_path
-    phases = [("reading", drills["reading"], s.knowledge_learning_rate, 1, "constant_with_warmup"),
+    phases = [("reading", reading, s.knowledge_learning_rate, 1, "constant_with_warmup"),
               ("knowledge", pretraining, s.knowledge_learning_rate, 1, "constant_with_warmup"),
               ("policy", policy, s.learning_rate, s.epochs, "cosine")]
     for name, data, lr, epochs, scheduler in phases:
