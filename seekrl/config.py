@@ -202,6 +202,10 @@ class GRPOSection:
             "decision reward alone. Training the decision alone overwrote a tiny model's solving, which shares its "
             "weights. Empty: no rehearsal.")
     replay_fraction: float = _f(0.5, "Share of the training rows that rehearse replay_modes (0 < f < 1).")
+    balance_labels: bool = _f(
+        False, "Decision training: repeat the questions of the rarer pseudo-label until there are as many labelled "
+               "no as yes, so the label prior gets no gradient (with 64% yes, a tiny model first learnt to say yes "
+               "to everything).")
 
 
 @dataclass

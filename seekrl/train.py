@@ -63,6 +63,8 @@ def training_rows(recipe: Recipe, labels: dict[str, str | None] | None = None) -
             raise RecipeError("the decision reward needs pseudo-labels: put a `label` stage before this GRPO stage")
         if all(row["decision_label"] is None for row in rows):
             raise RecipeError("no training question has a pseudo-label: the label stage labelled other questions")
+    if recipe.grpo.balance_labels and labels is not None:
+        rows = balanced_rows(rows, recipe.data.shuffle_seed)
     if recipe.grpo.replay_modes:
         extra = replay_rows(recipe, rows)
         for row in rows:
@@ -72,6 +74,23 @@ def training_rows(recipe: Recipe, labels: dict[str, str | None] | None = None) -
                 row["golden_answers"] = None  # the decision reward alone scores the decision rows
         rows = rows + extra
     return rows
+
+
+def balanced_rows(rows: list[dict], seed: int) -> list[dict]:
+    """`grpo.balance_labels`: the rows, plus copies of the rarer label's rows (`id#copyN`, drawn in turn from a
+    shuffled order) until as many rows are labelled "yes" as "no". Unlabelled rows are kept as they are."""
+    import random
+
+    by_label = {lab: [r for r in rows if r.get("decision_label") == lab] for lab in ("yes", "no")}
+    if not by_label["yes"] or not by_label["no"]:
+        raise RecipeError(f"grpo.balance_labels needs questions of both labels; the label stage gave "
+                          f"{len(by_label['yes'])} yes and {len(by_label['no'])} no")
+    rare, common = sorted(by_label.values(), key=len)
+    order = list(range(len(rare)))
+    random.Random(seed).shuffle(order)
+    copies = [{**rare[order[k % len(rare)]], "id": f"{rare[order[k % len(rare)]]['id']}#copy{k // len(rare) + 1}"}
+              for k in range(len(common) - len(rare))]
+    return rows + copies
 
 
 REPLAY_MODES = ("parametric", "search")

@@ -169,3 +169,36 @@ def test_replay_rows_rehearse_the_stage1_modes_beside_the_decision(tmp_path, tin
         plan_run(load_recipe(path, [*overrides[:2], "grpo.replay_modes=[decide]", overrides[3]]), labels=labels)
     with pytest.raises(RecipeError, match="routed is AdaSearch's inference"):
         plan_run(load_recipe(path, ["agent.protocol=adasearch", "agent.adasearch_mode=routed"]))
+
+
+def test_balance_labels_repeats_the_rarer_label_until_both_are_equal(tmp_path, tiny_text_dir, bm25_dir, shared_data):
+    """grpo.balance_labels: copies of the rarer pseudo-label's questions (new ids, same question, label and golds)
+    until yes and no rows are equal; the rehearsal rows are drawn from the balanced rows."""
+    from collections import Counter
+
+    from seekrl.config import RecipeError, load_recipe
+    from seekrl.train import training_rows
+
+    path = tiny_recipe(tmp_path, tiny_text_dir, bm25_dir, shared_data)
+    plain = training_rows(load_recipe(path))
+    labels = {r["id"]: ("no" if i % 4 == 0 else "yes") for i, r in enumerate(plain)}  # 2 no, 6 yes
+    overrides = ["agent.protocol=adasearch", "agent.adasearch_mode=decide", "grpo.balance_labels=true",
+                 "rewards=[{name: decision}]"]
+    rows = training_rows(load_recipe(path, overrides), labels)
+    assert Counter(r["decision_label"] for r in rows) == {"yes": 6, "no": 6}
+    assert len({r["id"] for r in rows}) == len(rows)
+    by_id = {r["id"]: r for r in plain}
+    copies = [r for r in rows if "#copy" in r["id"]]
+    assert len(copies) == 4
+    for copy in copies:
+        source = by_id[copy["id"].split("#")[0]]
+        assert copy["prompt"] == source["prompt"] and labels[source["id"]] == copy["decision_label"] == "no"
+    # Each no question is repeated twice (in turn), not one of them four times.
+    assert sorted(Counter(c["id"].split("#")[0] for c in copies).values()) == [2, 2]
+    # Without the option the rows are the plain ones.
+    assert len(training_rows(load_recipe(path, overrides[:2] + overrides[3:]), labels)) == len(plain)
+    with_replay = training_rows(load_recipe(path, [*overrides[:3], "rewards=[{name: decision}, {name: em}]",
+                                                   "grpo.replay_modes=[parametric, search]"]), labels)
+    assert len(with_replay) == 24 and sum(r["mode"] is None for r in with_replay) == 12
+    with pytest.raises(RecipeError, match="needs questions of both labels; the label stage gave 8 yes and 0 no"):
+        training_rows(load_recipe(path, overrides), {r["id"]: "yes" for r in plain})
