@@ -86,10 +86,12 @@ def balanced_rows(rows: list[dict], seed: int) -> list[dict]:
         raise RecipeError(f"grpo.balance_labels needs questions of both labels; the label stage gave "
                           f"{len(by_label['yes'])} yes and {len(by_label['no'])} no")
     rare, common = sorted(by_label.values(), key=len)
-    order = list(range(len(rare)))
-    random.Random(seed).shuffle(order)
-    copies = [{**rare[order[k % len(rare)]], "id": f"{rare[order[k % len(rare)]]['id']}#copy{k // len(rare) + 1}"}
-              for k in range(len(common) - len(rare))]
+    rare = list(rare)
+    random.Random(seed).shuffle(rare)
+    copies = []
+    for k in range(len(common) - len(rare)):
+        source = rare[k % len(rare)]
+        copies.append({**source, "id": f"{source['id']}#copy{k // len(rare) + 1}"})
     return rows + copies
 
 
