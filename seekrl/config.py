@@ -204,8 +204,8 @@ class GRPOSection:
     replay_fraction: float = _f(0.5, "Share of the training rows that rehearse replay_modes (0 < f < 1).")
     balance_labels: bool = _f(
         False, "Decision training: repeat the questions of the rarer pseudo-label until there are as many labelled "
-               "no as yes, so the label prior gets no gradient (with 64% yes, a tiny model first learnt to say yes "
-               "to everything).")
+               "no as yes, so the label prior gets no gradient. On the quickstart (seed 2) it turned the early "
+               "drift from all-yes into all-no and left the end result as it was.")
 
 
 @dataclass

@@ -86,7 +86,6 @@ def balanced_rows(rows: list[dict], seed: int) -> list[dict]:
         raise RecipeError(f"grpo.balance_labels needs questions of both labels; the label stage gave "
                           f"{len(by_label['yes'])} yes and {len(by_label['no'])} no")
     rare, common = sorted(by_label.values(), key=len)
-    rare = list(rare)
     random.Random(seed).shuffle(rare)
     copies = []
     for k in range(len(common) - len(rare)):
