@@ -15,9 +15,10 @@ The world, for a seed:
   wiki-18 `{id, contents}` layout, searched with BM25 (seekrl.envs.index);
 - questions of three kinds: birthplace and occupation (single-hop: one search on the person finds the answer)
   and country of birth (two-hop: the person's passage gives the city, the city's passage the country);
-- each question in two phrasings. The RL training set uses phrasing A, the held-out set phrasing B, so no
-  held-out question is ever seen by the RL stages; both phrasings are in the warm start's knowledge (what the
-  model "learnt in pre-training").
+- each question in up to three phrasings. The held-out set uses phrasing B, the RL training set phrasing A (and C
+  with `train_phrasings=2`), so no held-out question is ever seen by the RL stages; every phrasing in use is in
+  the warm start's knowledge (what the model "learnt in pre-training"). Two training phrasings make the RL stages
+  see each person asked about in two ways, so what they learn is less tied to one wording.
 
 >>> world = generate_world(seed=0, num_people=8)
 >>> len(world.people), sum(p.known for p in world.people)
@@ -38,13 +39,17 @@ SYLLABLES = ["ka", "lo", "mir", "ta", "ven", "dra", "sul", "bri", "no", "qua", "
              "gol", "pra", "shen", "ul", "dor", "fen", "ix", "hal", "rou"]
 JOBS = ["glassblower", "cartographer", "beekeeper", "astronomer", "weaver", "shipwright", "falconer", "potter"]
 
-# (kind, hops, phrasing A, phrasing B)
+# (kind, hops, (phrasing A, phrasing B, phrasing C)); B is the held-out one, A and C train
 QUESTION_KINDS = [
-    ("birthplace", 1, "Where was {name} born?", "In which city was {name} born?"),
-    ("job", 1, "What is the occupation of {name}?", "What does {name} work as?"),
-    ("country", 2, "In which country was {name} born?", "Which country is the birthplace of {name} in?"),
+    ("birthplace", 1, ("Where was {name} born?", "In which city was {name} born?",
+                       "Name the city where {name} was born.")),
+    ("job", 1, ("What is the occupation of {name}?", "What does {name} work as?", "What job does {name} have?")),
+    ("country", 2, ("In which country was {name} born?", "Which country is the birthplace of {name} in?",
+                    "Name the country where {name} was born.")),
 ]
-SPLITS = {"train": 2, "heldout": 3}  # index of the phrasing in QUESTION_KINDS
+SPLITS = ("train", "heldout")
+HELDOUT_PHRASING = 1
+MAX_TRAIN_PHRASINGS = 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,16 @@ class World:
     people: list[Person]
     cities: list[City]
     practice: list[Person] = field(default_factory=list)
+    train_phrasings: int = 1
+
+    def phrasings(self, split: str) -> list[int]:
+        """Indices into each kind's phrasings that `split` asks in: the held-out one, or the first
+        `train_phrasings` of the others."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {list(SPLITS)}")
+        if split == "heldout":
+            return [HELDOUT_PHRASING]
+        return [j for j in range(MAX_TRAIN_PHRASINGS + 1) if j != HELDOUT_PHRASING][:self.train_phrasings]
 
     def country_of(self, city: str) -> str:
         return next(c.country for c in self.cities if c.name == city)
@@ -83,24 +98,29 @@ class World:
         return {"birthplace": person.city, "job": person.job, "country": self.country_of(person.city)}[kind]
 
     def questions(self, split: str) -> list[dict]:
-        """QA records (`id, question, golden_answers` plus the world's metadata) of `train` or `heldout`."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; use one of {list(SPLITS)}")
-        column = SPLITS[split]
+        """QA records (`id, question, golden_answers` plus the world's metadata) of `train` or `heldout`; ids are
+        `split-person-kind`, with `-p2` after the kind for the second training phrasing."""
         rows = []
-        for i, person in enumerate(self.people):
-            for kind in QUESTION_KINDS:
-                rows.append({
-                    "id": f"{split}-{i}-{kind[0]}", "question": kind[column].format(name=person.name),
-                    "golden_answers": [self.answer(person, kind[0])], "person": person.name, "kind": kind[0],
-                    "hops": kind[1], "known": person.known,
-                })
+        for k, column in enumerate(self.phrasings(split)):
+            for i, person in enumerate(self.people):
+                for kind, hops, templates in QUESTION_KINDS:
+                    rows.append({
+                        "id": f"{split}-{i}-{kind}" + (f"-p{k + 1}" if k else ""),
+                        "question": templates[column].format(name=person.name),
+                        "golden_answers": [self.answer(person, kind)], "person": person.name, "kind": kind,
+                        "hops": hops, "known": person.known,
+                    })
         return rows
 
-    def all_phrasings(self, person: Person) -> list[tuple[str, str, int]]:
-        """(question, answer, hops) for every question about `person`, both phrasings."""
-        return [(template.format(name=person.name), self.answer(person, kind[0]), kind[1])
-                for kind in QUESTION_KINDS for template in kind[2:]]
+    def templates(self, kind_index: int) -> list[str]:
+        """The phrasings in use (either split) of QUESTION_KINDS[kind_index], in their order there."""
+        used = sorted(set(self.phrasings("train")) | set(self.phrasings("heldout")))
+        return [QUESTION_KINDS[kind_index][2][j] for j in used]
+
+    def all_phrasings(self, person: Person) -> list[tuple[str, str, str, int]]:
+        """(kind, question, answer, hops) for every question about `person`, in every phrasing in use."""
+        return [(kind, template.format(name=person.name), self.answer(person, kind), hops)
+                for k, (kind, hops, _) in enumerate(QUESTION_KINDS) for template in self.templates(k)]
 
 
 def person_passage(person: Person) -> str:
@@ -127,12 +147,15 @@ def name_maker(rng: random.Random, syllables: list[str] = SYLLABLES):
 
 
 def generate_world(seed: int = 0, num_people: int = 48, num_cities: int = 12, num_countries: int = 4,
-                   known_fraction: float = 0.5, num_practice: int = 0) -> World:
+                   known_fraction: float = 0.5, num_practice: int = 0, train_phrasings: int = 1) -> World:
     """A deterministic world for `seed`; `known_fraction` of the people (rounded) are known; `num_practice`
     practice people (never known, never asked about) come after them, so they leave the rest of a seed's world
-    as it was without them."""
+    as it was without them; the training split asks each question in `train_phrasings` phrasings (1 or 2), which
+    changes no person, city or held-out question."""
     if num_people < 2 or num_cities < 1 or num_countries < 1 or num_practice < 0:
         raise ValueError("a world needs at least 2 people, 1 city and 1 country (and num_practice >= 0)")
+    if not 1 <= train_phrasings <= MAX_TRAIN_PHRASINGS:
+        raise ValueError(f"train_phrasings must be 1 or {MAX_TRAIN_PHRASINGS}, got {train_phrasings}")
     if not 0.0 < known_fraction < 1.0:
         raise ValueError(f"known_fraction must be strictly between 0 and 1, got {known_fraction}")
     rng = random.Random(seed)
@@ -146,7 +169,7 @@ def generate_world(seed: int = 0, num_people: int = 48, num_cities: int = 12, nu
               for i in range(num_people)]
     practice = [Person(f"{fresh(2)} {fresh(2)}", rng.choice(cities).name, rng.choice(JOBS), False)
                 for _ in range(num_practice)]
-    return World(seed=seed, people=people, cities=cities, practice=practice)
+    return World(seed=seed, people=people, cities=cities, practice=practice, train_phrasings=train_phrasings)
 
 
 def write_world(world: World, out_dir: str | Path, build_bm25: bool = True) -> dict[str, Path]:
@@ -160,7 +183,8 @@ def write_world(world: World, out_dir: str | Path, build_bm25: bool = True) -> d
         paths[split].write_text("".join(json.dumps(q) + "\n" for q in world.questions(split)))
     paths["world"].write_text(json.dumps({"seed": world.seed, "people": [asdict(p) for p in world.people],
                                           "cities": [asdict(c) for c in world.cities],
-                                          "practice": [asdict(p) for p in world.practice]}, indent=1))
+                                          "practice": [asdict(p) for p in world.practice],
+                                          "train_phrasings": world.train_phrasings}, indent=1))
     if build_bm25:
         from seekrl.envs.index import build_index
 
@@ -176,4 +200,5 @@ def load_world(path: str | Path) -> World:
     data = json.loads(path.read_text())
     return World(seed=data["seed"], people=[Person(**p) for p in data["people"]],
                  cities=[City(**c) for c in data["cities"]],
-                 practice=[Person(**p) for p in data.get("practice", [])])
+                 practice=[Person(**p) for p in data.get("practice", [])],
+                 train_phrasings=data.get("train_phrasings", 1))

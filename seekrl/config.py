@@ -271,6 +271,8 @@ class WorldSection:
     known_fraction: float = _f(0.5, "Share of the people whose facts the warm start is taught (the rest only search finds).")
     num_practice: int = _f(24, "Practice people: in the corpus, never asked about; the warm start's search "
                                "demonstrations are about them (see seekrl.envs.world).")
+    train_phrasings: Literal[1, 2] = _f(1, "Phrasings of each training question; the held-out questions use another. "
+                                        "All are taught with the known facts.")
     model_layers: int = _f(2, "Layers of the tiny base model built for the world (model seekrl-tiny-world).")
 
 

@@ -6,7 +6,7 @@ by the protocol. Only the policy's tokens are trained (`labels` is -100 on the p
 observation), so the warm start learns facts only from the answers it is shown, never from search results.
 
 `world_examples` scripts a naive AdaSearch policy over a synthetic world (seekrl.envs.world):
-- knowledge: every question about a *known* person answered directly (both phrasings): in parametric mode, and
+- knowledge: every question about a *known* person answered directly (each phrasing in use): in parametric mode, and
   in phase 2 also in adaptive mode after a `yes` that is context, not a target (so the decision stays naive);
 - search: search-mode demonstrations (person, then city for two-hop questions, then the answer read from the
   results) about the world's *practice* people only, who are never evaluated;
@@ -134,10 +134,10 @@ def reading_examples(world, tokenizer, count: int, seed: int = 0, topk: int = 2,
             name = f"{rng.choice(firsts)} {rng.choice(lasts)}"
         city = rng.choice(world.cities)
         person = Person(name, city.name, rng.choice(jobs), False)
-        kind, hops, *phrasings = rng.choice(QUESTION_KINDS)
+        k, (kind, hops, _) = rng.choice(list(enumerate(QUESTION_KINDS)))
         answer = world.answer(person, kind)
         client = _DrillClient({name: person_passage(person), city.name: city_passage(city)}, filler, rng)
-        question = rng.choice(phrasings).format(name=name)
+        question = rng.choice(world.templates(k)).format(name=name)
         messages = [{"role": "user", "content": f"Question: {question}\n"}] if bare else None
         examples.append(render_trajectory(tokenizer, search, question, _search_turns(world, person, hops, answer),
                                           client, topk, messages=messages))
@@ -163,12 +163,10 @@ def world_examples(world, tokenizer, client, seed: int = 0, p_yes: float = 0.5, 
     people = world.people + world.practice
     values = {"birthplace": [c.name for c in world.cities], "job": sorted({p.job for p in people}),
               "country": sorted({c.country for c in world.cities})}
-    kinds = ["birthplace", "job", "country"]
     practice = {p.name for p in world.practice}
     knowledge, examples = [], []
     for person in people:
-        for index, (question, answer, hops) in enumerate(world.all_phrasings(person)):
-            kind = kinds[index // 2]
+        for kind, question, answer, hops in world.all_phrasings(person):
             if person.known:
                 known = render_trajectory(tokenizer, parametric, question, [f"<answer> {answer} </answer>"])
                 knowledge.append(known)

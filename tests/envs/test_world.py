@@ -49,6 +49,26 @@ def test_answers_follow_the_facts_and_phrasings_differ_between_splits():
         world.questions("test")
 
 
+def test_a_second_training_phrasing_adds_questions_and_leaves_the_heldout_set_alone(tmp_path):
+    one, two = generate_world(seed=0, num_people=6), generate_world(seed=0, num_people=6, train_phrasings=2)
+    assert two.people == one.people and two.questions("heldout") == one.questions("heldout")
+    train = two.questions("train")
+    assert train[:18] == one.questions("train") and len(train) == 36 and len({q["id"] for q in train}) == 36
+    second = {q["id"]: q for q in train[18:]}
+    assert second["train-2-job-p2"]["question"] == f"What job does {two.people[2].name} have?"
+    assert second["train-2-job-p2"]["golden_answers"] == [two.people[2].job]
+    assert not {q["question"] for q in train} & {q["question"] for q in two.questions("heldout")}
+    # the known facts are taught in every phrasing either split asks
+    asked = {q["question"] for split in ("train", "heldout") for q in two.questions(split)
+             if q["person"] == two.people[0].name}
+    assert {q for _, q, _, _ in two.all_phrasings(two.people[0])} == asked
+    assert len(one.all_phrasings(one.people[0])) == 6 and len(two.all_phrasings(two.people[0])) == 9
+    write_world(two, tmp_path / "w", build_bm25=False)
+    assert load_world(tmp_path / "w").train_phrasings == 2
+    with pytest.raises(ValueError, match="train_phrasings must be 1 or 2, got 3"):
+        generate_world(seed=0, train_phrasings=3)
+
+
 def test_written_world_loads_as_qa_and_bm25_finds_each_person_first(tmp_path):
     world = generate_world(seed=1, num_people=12)
     paths = write_world(world, tmp_path / "w")

@@ -131,3 +131,21 @@ def test_reading_drills_are_about_made_up_people_and_answered_from_the_passage(w
         assert b_text.split("<|im_start|>assistant")[1] == f_text.split("<|im_start|>assistant")[1]
         trained = [i for i, lab in zip(f["input_ids"], f["labels"]) if lab != IGNORE]
         assert trained == [i for i, lab in zip(b["input_ids"], b["labels"]) if lab != IGNORE]
+
+
+def test_a_second_training_phrasing_is_taught_with_the_known_facts_and_drilled(world_setup):
+    world, tok, client = world_setup
+    two = generate_world(seed=0, num_people=8, num_practice=4, train_phrasings=2)  # same people and corpus
+    known = [p for p in two.people if p.known]
+    examples = world_examples(two, tok, client, seed=0, knowledge_repeats=1, search_repeats=0, adaptive_repeats=1)
+    assert len(examples["knowledge"]) == 9 * len(known)
+    taught = {tok.decode(e["input_ids"]).split("Question: ")[1].split("\n")[0] for e in examples["knowledge"]}
+    person = known[0]
+    assert f"What job does {person.name} have?" in taught and f"What does {person.name} work as?" in taught
+
+    def drilled(w):
+        return {tok.decode(d["input_ids"]).split("Question: ")[1].split("\n")[0].split()[0]
+                for d in reading_examples(w, tok, 60, seed=3, topk=2, bare=True)}
+
+    # Drills ask in the phrasings the world uses: the third one ("Name the ...", "What job ...") only with two.
+    assert "Name" not in drilled(world) and "Name" in drilled(two)
