@@ -17,8 +17,7 @@ The world, for a seed:
   and country of birth (two-hop: the person's passage gives the city, the city's passage the country);
 - each question in up to three phrasings. The held-out set uses phrasing B, the RL training set phrasing A (and C
   with `train_phrasings=2`), so no held-out question is ever seen by the RL stages; every phrasing in use is in
-  the warm start's knowledge (what the model "learnt in pre-training"). Two training phrasings make the RL stages
-  see each person asked about in two ways, so what they learn is less tied to one wording.
+  the warm start's knowledge (what the model "learnt in pre-training").
 
 >>> world = generate_world(seed=0, num_people=8)
 >>> len(world.people), sum(p.known for p in world.people)
@@ -49,7 +48,7 @@ QUESTION_KINDS = [
 ]
 SPLITS = ("train", "heldout")
 HELDOUT_PHRASING = 1
-MAX_TRAIN_PHRASINGS = 2
+TRAIN_PHRASINGS = (0, 2)  # in this order: `train_phrasings` takes the first 1 or 2
 
 
 @dataclass(frozen=True)
@@ -79,9 +78,7 @@ class World:
         `train_phrasings` of the others."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; use one of {list(SPLITS)}")
-        if split == "heldout":
-            return [HELDOUT_PHRASING]
-        return [j for j in range(MAX_TRAIN_PHRASINGS + 1) if j != HELDOUT_PHRASING][:self.train_phrasings]
+        return [HELDOUT_PHRASING] if split == "heldout" else list(TRAIN_PHRASINGS[:self.train_phrasings])
 
     def country_of(self, city: str) -> str:
         return next(c.country for c in self.cities if c.name == city)
@@ -114,7 +111,7 @@ class World:
 
     def templates(self, kind_index: int) -> list[str]:
         """The phrasings in use (either split) of QUESTION_KINDS[kind_index], in their order there."""
-        used = sorted(set(self.phrasings("train")) | set(self.phrasings("heldout")))
+        used = sorted(self.phrasings("train") + self.phrasings("heldout"))
         return [QUESTION_KINDS[kind_index][2][j] for j in used]
 
     def all_phrasings(self, person: Person) -> list[tuple[str, str, str, int]]:
@@ -154,8 +151,8 @@ def generate_world(seed: int = 0, num_people: int = 48, num_cities: int = 12, nu
     changes no person, city or held-out question."""
     if num_people < 2 or num_cities < 1 or num_countries < 1 or num_practice < 0:
         raise ValueError("a world needs at least 2 people, 1 city and 1 country (and num_practice >= 0)")
-    if not 1 <= train_phrasings <= MAX_TRAIN_PHRASINGS:
-        raise ValueError(f"train_phrasings must be 1 or {MAX_TRAIN_PHRASINGS}, got {train_phrasings}")
+    if not 1 <= train_phrasings <= len(TRAIN_PHRASINGS):
+        raise ValueError(f"train_phrasings must be 1 or {len(TRAIN_PHRASINGS)}, got {train_phrasings}")
     if not 0.0 < known_fraction < 1.0:
         raise ValueError(f"known_fraction must be strictly between 0 and 1, got {known_fraction}")
     rng = random.Random(seed)

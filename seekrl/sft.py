@@ -127,6 +127,8 @@ def reading_examples(world, tokenizer, count: int, seed: int = 0, topk: int = 2,
         raise ValueError("the world has too few names to make up drill people from")
     jobs = sorted({p.job for p in people})
     filler = [d["contents"] for d in world.passages()]
+    kinds = list(enumerate(QUESTION_KINDS))
+    templates = [world.templates(k) for k, _ in kinds]
     examples = []
     for _ in range(count):
         name = f"{rng.choice(firsts)} {rng.choice(lasts)}"
@@ -134,10 +136,10 @@ def reading_examples(world, tokenizer, count: int, seed: int = 0, topk: int = 2,
             name = f"{rng.choice(firsts)} {rng.choice(lasts)}"
         city = rng.choice(world.cities)
         person = Person(name, city.name, rng.choice(jobs), False)
-        k, (kind, hops, _) = rng.choice(list(enumerate(QUESTION_KINDS)))
+        k, (kind, hops, _) = rng.choice(kinds)
         answer = world.answer(person, kind)
         client = _DrillClient({name: person_passage(person), city.name: city_passage(city)}, filler, rng)
-        question = rng.choice(world.templates(k)).format(name=name)
+        question = rng.choice(templates[k]).format(name=name)
         messages = [{"role": "user", "content": f"Question: {question}\n"}] if bare else None
         examples.append(render_trajectory(tokenizer, search, question, _search_turns(world, person, hops, answer),
                                           client, topk, messages=messages))
