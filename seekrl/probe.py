@@ -11,6 +11,8 @@ the quickstart's final table, so all three measure the same way:
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
 from seekrl.rewards import exact_match, f1_aware, solve_rate_labels
@@ -47,9 +49,14 @@ def solve_rates(model, tokenizer, recipe, questions: list[str], golds: list[list
 
 
 @torch.no_grad()
-def agent_metrics(model, tokenizer, recipe, client, records: list[dict], seed: int = 0, batch: int = 64) -> dict:
+def agent_metrics(model, tokenizer, recipe, client, records: list[dict], seed: int = 0, batch: int = 64,
+                  breakdown: tuple[str, ...] = ()) -> dict:
     """Greedy agent on `records` (`question`, `golden_answers`): em, search_rate, tool_failures; for AdaSearch also
-    f1_aware, decision_reward and label_yes_rate against labels from this model's parametric solve rates."""
+    f1_aware, decision_reward and label_yes_rate against labels from this model's parametric solve rates.
+
+    `breakdown`: record keys (e.g. `("known", "kind")` of the quickstart world) to count the outcomes by, from the
+    same rollouts: `metrics["breakdown"]` lists one row per combination seen, `{key: value, ..., "decision",
+    "label", "correct", "n"}` (decision and label None outside AdaSearch)."""
     from seekrl.agents import make_protocol
 
     was_training = model.training
@@ -65,8 +72,10 @@ def agent_metrics(model, tokenizer, recipe, client, records: list[dict], seed: i
         for start in range(0, len(questions), batch):
             trajectories += engine.run(questions[start:start + batch])
         n = max(1, len(records))
+        correct = [bool(exact_match(t.answer or "", g)) for t, g in zip(trajectories, golds)]
+        decisions = labels = [None] * len(records)
         metrics = {
-            "em": sum(exact_match(t.answer or "", g) for t, g in zip(trajectories, golds)) / n,
+            "em": sum(correct) / n,
             "search_rate": sum(t.num_searches > 0 for t in trajectories) / n,
             "tool_failures": sum(t.tool_failures for t in trajectories) / n,
         }
@@ -80,7 +89,18 @@ def agent_metrics(model, tokenizer, recipe, client, records: list[dict], seed: i
             metrics["decision_reward"] = sum(d == lab for d, lab in zip(decisions, labels)) / n
             metrics["label_yes_rate"] = sum(lab == "yes" for lab in labels) / n
             metrics["decision_yes_rate"] = sum(d == "yes" for d in decisions) / n
+        if breakdown:
+            metrics["breakdown"] = _breakdown(records, breakdown, decisions, labels, correct)
         return metrics
     finally:
         if was_training:
             model.train()
+
+
+def _breakdown(records: list[dict], keys: tuple[str, ...], decisions: list, labels: list,
+               correct: list[bool]) -> list[dict]:
+    """Rows of `agent_metrics(breakdown=keys)`, sorted by their values."""
+    counts = Counter((*(r.get(k) for k in keys), d, lab, ok)
+                     for r, d, lab, ok in zip(records, decisions, labels, correct, strict=True))
+    return [{**dict(zip(keys, group)), "decision": group[-3], "label": group[-2], "correct": group[-1], "n": n}
+            for group, n in sorted(counts.items(), key=lambda item: str(item[0]))]

@@ -11,7 +11,9 @@ parametric solve rates):
 - reward: the decide stage's reward on held-out questions, the share of assessments equal to the label.
 
 Prints one table, writes quickstart_results.json (`{"seed", "warm_start": {...}, "trained": {...}}`) and
-training_curves.png into --out.
+training_curves.png into --out. Each model's entry also has `breakdown`: its held-out outcomes counted by whether
+the person is known, the kind of question, the assessment, the label and whether the answer was right (what
+the agent gets right and wrong, and why).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def measure(model_path: str, recipe: Recipe, records: list[dict]) -> dict:
 
     model = load_model(model_path, dtype="float32")
     client = InProcessClient(load_index(recipe.env.index_dir), default_topk=recipe.env.topk)
-    metrics = agent_metrics(model, load_tokenizer(model_path), recipe, client, records, seed=recipe.seed)
+    metrics = agent_metrics(model, load_tokenizer(model_path), recipe, client, records, seed=recipe.seed,
+                            breakdown=("known", "kind"))
     metrics["reward"] = metrics.pop("decision_reward")
     return metrics
 

@@ -47,6 +47,15 @@ def test_quickstart_runs_the_adasearch_stages_in_order_and_reports(tmp_path):
     assert saved["seed"] == 0 and saved["n_heldout"] == 18
     for key in ("warm_start", "trained"):
         assert set(METRICS) <= set(saved[key]) and all(0.0 <= saved[key][m] <= 1.0 for m in METRICS)
+        # The breakdown counts the same held-out rollouts: its totals give back the table's rates.
+        rows = saved[key]["breakdown"]
+        assert sum(r["n"] for r in rows) == 18
+        assert {(r["known"], r["kind"]) for r in rows} <= {(k, kind) for k in (True, False)
+                                                          for kind in ("birthplace", "job", "country")}
+        assert sum(r["n"] for r in rows if r["correct"]) / 18 == pytest.approx(saved[key]["em"])
+        assert sum(r["n"] for r in rows if r["decision"] == "yes") / 18 == pytest.approx(
+            saved[key]["decision_yes_rate"])
+        assert sum(r["n"] for r in rows if r["label"] == "yes") / 18 == pytest.approx(saved[key]["label_yes_rate"])
     lines = table(results).splitlines()
     assert lines[1].split() == ["EM", "search", "rate", "F1_aware", "reward"]
     assert lines[2].startswith("warm start") and lines[3].startswith("trained")
