@@ -102,5 +102,5 @@ def _breakdown(records: list[dict], keys: tuple[str, ...], decisions: list, labe
     """Rows of `agent_metrics(breakdown=keys)`, sorted by their values."""
     counts = Counter((*(r.get(k) for k in keys), d, lab, ok)
                      for r, d, lab, ok in zip(records, decisions, labels, correct, strict=True))
-    return [{**dict(zip(keys, group)), "decision": group[-3], "label": group[-2], "correct": group[-1], "n": n}
-            for group, n in sorted(counts.items(), key=lambda item: str(item[0]))]
+    names = (*keys, "decision", "label", "correct")
+    return [{**dict(zip(names, group)), "n": n} for group, n in sorted(counts.items(), key=lambda item: str(item[0]))]
