@@ -120,17 +120,29 @@ def replay_rows(recipe: Recipe, rows: list[dict]) -> list[dict]:
     """Rehearsal rows for `grpo.replay_modes`: the training questions again, each with a stage-1 `mode`, so that
     they make up `grpo.replay_fraction` of all rows. Their `decision_label` is None, so the accuracy reward alone
     scores them; `training_rows` gives the main rows `mode` None (the recipe's own mode) and, when they train the
-    decision, no gold answers. Both rewards give None where they do not apply."""
+    decision, no gold answers. Both rewards give None where they do not apply.
+
+    With `grpo.replay_by_label`, each mode rehearses only the questions whose pseudo-label routes them to it:
+    parametric the "yes" ones, search the "no" ones."""
     import random
 
     g = recipe.grpo
     order = list(range(len(rows)))
     random.Random(recipe.data.shuffle_seed).shuffle(order)
+    shuffled = [rows[i] for i in order]
+    pools = {mode: shuffled for mode in g.replay_modes}
+    if g.replay_by_label:
+        routed = {"parametric": "yes", "search": "no"}
+        pools = {mode: [r for r in shuffled if r.get("decision_label") == routed[mode]] for mode in g.replay_modes}
+        empty = [f"{mode} (no question labelled {routed[mode]!r})" for mode, pool in pools.items() if not pool]
+        if empty:
+            raise RecipeError(f"grpo.replay_by_label: nothing to rehearse for {', '.join(empty)}")
     count = round(len(rows) * g.replay_fraction / (1.0 - g.replay_fraction))
     extra = []
     for k in range(count):
-        row = rows[order[(k // len(g.replay_modes)) % len(rows)]]
         mode = g.replay_modes[k % len(g.replay_modes)]
+        pool = pools[mode]
+        row = pool[(k // len(g.replay_modes)) % len(pool)]
         extra.append({**row, "id": f"{row['id']}#{mode}", "decision_label": None, "mode": mode})
     return extra
 

@@ -171,6 +171,36 @@ def test_replay_rows_rehearse_the_stage1_modes_beside_the_decision(tmp_path, tin
         plan_run(load_recipe(path, ["agent.protocol=adasearch", "agent.adasearch_mode=routed"]))
 
 
+def test_replay_by_label_rehearses_each_mode_on_the_questions_routed_to_it(tmp_path, tiny_text_dir, bm25_dir,
+                                                                          shared_data):
+    """grpo.replay_by_label: parametric rehearsal only on questions labelled yes, search only on those labelled no;
+    without it, the same rows as before (every question in both modes)."""
+    from seekrl.config import RecipeError, load_recipe
+    from seekrl.train import training_rows
+
+    path = tiny_recipe(tmp_path, tiny_text_dir, bm25_dir, shared_data)
+    plain = training_rows(load_recipe(path))
+    labels = {r["id"]: ("yes" if i % 4 == 0 else "no") for i, r in enumerate(plain)}  # 2 yes, 6 no
+    overrides = ["agent.protocol=adasearch", "agent.adasearch_mode=decide", "grpo.replay_modes=[parametric, search]",
+                 "rewards=[{name: decision}, {name: em}]"]
+    rows = training_rows(load_recipe(path, [*overrides, "grpo.replay_by_label=true"]), labels)
+    replay = [r for r in rows if r["mode"] is not None]
+    assert len(replay) == 8 and sorted(r["mode"] for r in replay) == ["parametric"] * 4 + ["search"] * 4
+    for row in replay:
+        source = row["id"].split("#")[0]
+        assert labels[source] == {"parametric": "yes", "search": "no"}[row["mode"]], row["id"]
+    # The 2 yes questions take the 4 parametric rows in turn (each twice); 4 of the 6 no questions are searched.
+    parametric = sorted(r["id"] for r in replay if r["mode"] == "parametric")
+    assert len(set(parametric)) == 2 and parametric[0] == parametric[1]
+    assert len({r["id"] for r in replay if r["mode"] == "search"}) == 4
+    # Off (the default), every question is rehearsed in both modes regardless of its label.
+    default = [r for r in training_rows(load_recipe(path, overrides), labels) if r["mode"] is not None]
+    assert any(labels[r["id"].split("#")[0]] == "no" for r in default if r["mode"] == "parametric")
+    # A mode with no question routed to it has nothing to rehearse: a clear error, not an empty pool.
+    with pytest.raises(RecipeError, match="nothing to rehearse for parametric \\(no question labelled 'yes'\\)"):
+        training_rows(load_recipe(path, [*overrides, "grpo.replay_by_label=true"]), dict.fromkeys(labels, "no"))
+
+
 def test_balance_labels_repeats_the_rarer_label_until_both_are_equal(tmp_path, tiny_text_dir, bm25_dir, shared_data):
     """grpo.balance_labels: copies of the rarer pseudo-label's questions (new ids, same question, label and golds)
     until yes and no rows are equal; the rehearsal rows are drawn from the balanced rows."""
