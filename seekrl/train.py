@@ -123,26 +123,32 @@ def replay_rows(recipe: Recipe, rows: list[dict]) -> list[dict]:
     decision, no gold answers. Both rewards give None where they do not apply.
 
     With `grpo.replay_by_label`, each mode rehearses only the questions whose pseudo-label routes them to it:
-    parametric the "yes" ones, search the "no" ones."""
+    parametric the "yes" ones, search the "no" ones; a mode no question is routed to is left out (a warning), and
+    when that leaves none, it is an error."""
     import random
 
     g = recipe.grpo
     order = list(range(len(rows)))
     random.Random(recipe.data.shuffle_seed).shuffle(order)
     shuffled = [rows[i] for i in order]
-    pools = {mode: shuffled for mode in g.replay_modes}
+    modes = list(g.replay_modes)
+    pools = {mode: shuffled for mode in modes}
     if g.replay_by_label:
         routed = {"parametric": "yes", "search": "no"}
-        pools = {mode: [r for r in shuffled if r.get("decision_label") == routed[mode]] for mode in g.replay_modes}
-        empty = [f"{mode} (no question labelled {routed[mode]!r})" for mode, pool in pools.items() if not pool]
+        pools = {mode: [r for r in shuffled if r.get("decision_label") == routed[mode]] for mode in modes}
+        empty = [f"{mode} (no question labelled {routed[mode]!r})" for mode in modes if not pools[mode]]
+        if len(empty) == len(modes):
+            raise RecipeError(f"grpo.replay_by_label: nothing to rehearse: {', '.join(empty)}")
         if empty:
-            raise RecipeError(f"grpo.replay_by_label: nothing to rehearse for {', '.join(empty)}")
+            # The agent never routes a question to that mode, so there is nothing of it to keep.
+            log.warning("grpo.replay_by_label: not rehearsing %s", ", ".join(empty))
+        modes = [mode for mode in modes if pools[mode]]
     count = round(len(rows) * g.replay_fraction / (1.0 - g.replay_fraction))
     extra = []
     for k in range(count):
-        mode = g.replay_modes[k % len(g.replay_modes)]
+        mode = modes[k % len(modes)]
         pool = pools[mode]
-        row = pool[(k // len(g.replay_modes)) % len(pool)]
+        row = pool[(k // len(modes)) % len(pool)]
         extra.append({**row, "id": f"{row['id']}#{mode}", "decision_label": None, "mode": mode})
     return extra
 

@@ -196,9 +196,13 @@ def test_replay_by_label_rehearses_each_mode_on_the_questions_routed_to_it(tmp_p
     # Off (the default), every question is rehearsed in both modes regardless of its label.
     default = [r for r in training_rows(load_recipe(path, overrides), labels) if r["mode"] is not None]
     assert any(labels[r["id"].split("#")[0]] == "no" for r in default if r["mode"] == "parametric")
-    # A mode with no question routed to it has nothing to rehearse: a clear error, not an empty pool.
-    with pytest.raises(RecipeError, match="nothing to rehearse for parametric \\(no question labelled 'yes'\\)"):
-        training_rows(load_recipe(path, [*overrides, "grpo.replay_by_label=true"]), dict.fromkeys(labels, "no"))
+    # A mode no question is routed to is left out: all labels "no" rehearse search alone, in every replay row.
+    all_no = training_rows(load_recipe(path, [*overrides, "grpo.replay_by_label=true"]), dict.fromkeys(labels, "no"))
+    assert [r["mode"] for r in all_no if r["mode"] is not None] == ["search"] * 8
+    # Nothing to rehearse at all (search alone, every label "yes") is an error that names the empty mode.
+    with pytest.raises(RecipeError, match="nothing to rehearse: search \\(no question labelled 'no'\\)"):
+        training_rows(load_recipe(path, [*overrides[:2], "grpo.replay_modes=[search]", overrides[3],
+                                         "grpo.replay_by_label=true"]), dict.fromkeys(labels, "yes"))
 
 
 def test_balance_labels_repeats_the_rarer_label_until_both_are_equal(tmp_path, tiny_text_dir, bm25_dir, shared_data):
