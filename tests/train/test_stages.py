@@ -72,10 +72,12 @@ def test_quickstart_runs_the_adasearch_stages_in_order_and_reports(tmp_path):
     assert list(sft_history) == ["reading", "knowledge", "policy"]
     assert all(any("train_loss" in h for h in sft_history[phase]) for phase in sft_history)
 
-    # The label stage wrote one yes/no label per training question, next to the model it labelled too.
+    # The label stage wrote one yes/no label per training question (6 people x 3 kinds x the recipe's 2 training
+    # phrasings), next to the model it labelled too.
     label = summary["stages"][3]
     record = json.loads(Path(label["labels"]).read_text())
-    assert len(record["labels"]) == 18 and set(record["labels"].values()) <= {"yes", "no"}
+    assert recipe.world.train_phrasings == 2
+    assert len(record["labels"]) == 36 and set(record["labels"].values()) <= {"yes", "no"}
     assert all(0.0 <= r <= 1.0 for r in record["solve_rates"].values())
     assert (Path(label["model"]) / "decision_labels.json").exists()
 
