@@ -145,7 +145,7 @@ def format_reward(
     return [0.0 if format_error(completion_text(c), protocol, require_think, mode) else 1.0 for c in completions]
 
 
-def decision_reward(completions: list, *, unneeded_search: float = 0.0, **kwargs) -> list[float | None]:
+def decision_reward(completions: list, **kwargs) -> list[float | None]:
     """AdaSearch stage 2: 1.0 when the agent's assessment equals the pseudo-label, 0.0 otherwise.
 
     The label comes from the `decision_label` column ("yes": the model's own knowledge solves the question,
@@ -153,19 +153,10 @@ def decision_reward(completions: list, *, unneeded_search: float = 0.0, **kwargs
     assessment is the rollout field `decision` when present, otherwise the first `<assessment>` of the
     completion; a missing or malformed assessment never matches.
 
-    `unneeded_search` is the reward of a "no" (search) where the label is "yes": 0.0, as in AdaSearch, makes both
-    mistakes equal; a value in (0, 1) makes a wrong "yes" (an answer from memory that the model gets wrong) cost
-    more than a search it did not need, so where the policy cannot tell, it learns to search.
-
     >>> decision_reward(["<assessment>yes</assessment>", "<assessment>yes</assessment>", "no tags"],
     ...                 decision_label=["yes", "no", None])
     [1.0, 0.0, None]
-    >>> decision_reward(["<assessment>no</assessment>"] * 2, decision_label=["yes", "no"], unneeded_search=0.5)
-    [0.5, 1.0]
     """
-    if not 0.0 <= unneeded_search < 1.0:
-        raise ValueError(f"decision_reward: unneeded_search must be in [0, 1) (below a right decision's 1.0), "
-                         f"got {unneeded_search!r}")
     n = len(completions)
     labels = column_values(kwargs, ("decision_label",), n, "decision_reward", '"yes"/"no" pseudo-label per question')
     if "decision" in kwargs:
@@ -178,10 +169,8 @@ def decision_reward(completions: list, *, unneeded_search: float = 0.0, **kwargs
             out.append(None)
         elif label not in ("yes", "no"):
             raise ValueError(f'decision_reward: decision_label must be "yes", "no" or None, got {label!r}')
-        elif decision == label:
-            out.append(1.0)
         else:
-            out.append(unneeded_search if (label, decision) == ("yes", "no") else 0.0)
+            out.append(float(decision == label))
     return out
 
 

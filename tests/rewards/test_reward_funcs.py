@@ -7,7 +7,6 @@ import pytest
 from seekrl.config import RewardSpec, load_recipe_dict
 from seekrl.rewards import (
     aware_confusion,
-    bind_reward,
     build_reward_funcs,
     decision_reward,
     em_reward,
@@ -116,23 +115,6 @@ def test_decision_reward():
         decision_reward(completions, golden_answers=[["a"]] * 4)
     with pytest.raises(ValueError, match='decision_label must be "yes", "no" or None'):
         decision_reward(["x"], decision_label=[True])
-
-
-def test_decision_reward_unneeded_search_only_softens_a_search_where_yes_was_right():
-    decisions = ["no", "yes", "no", "yes", None]
-    labels = ["yes", "no", "no", "yes", "yes"]
-    # A search the model did not need earns the partial credit; a wrong yes and a missing assessment earn nothing.
-    assert decision_reward(["x"] * 5, decision_label=labels, decision=decisions, unneeded_search=0.25) == [
-        0.25, 0.0, 1.0, 1.0, 0.0]
-    assert decision_reward(["x"] * 5, decision_label=labels, decision=decisions) == [0.0, 0.0, 1.0, 1.0, 0.0]
-    for bad in (1.0, -0.1):
-        with pytest.raises(ValueError, match=r"unneeded_search must be in \[0, 1\)"):
-            decision_reward([], unneeded_search=bad)
-    # Through the registry, as a recipe's `rewards: [{name: decision, args: {unneeded_search: ...}}]` binds it.
-    bound = bind_reward("decision", {"unneeded_search": 0.5})
-    assert bound(["<assessment>no</assessment>"], decision_label=["yes"]) == [0.5]
-    with pytest.raises(ValueError, match="unneeded_search must be in"):
-        bind_reward("decision", {"unneeded_search": 2})
 
 
 def test_solve_rate_labels_threshold_is_inclusive():
