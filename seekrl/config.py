@@ -279,6 +279,9 @@ class WorldSection:
                                "demonstrations are about them (see seekrl.envs.world).")
     train_phrasings: Literal[1, 2] = _f(1, "Phrasings of each training question; the held-out questions use another. "
                                         "All are taught with the known facts.")
+    num_countries: int = _f(
+        4, "Countries the world's 12 cities lie in. A model that knows nothing about a person can still guess their "
+           "country, right about once in this many, and a guess it always makes earns a 'yes' label.")
     model_layers: int = _f(2, "Layers of the tiny base model built for the world (model seekrl-tiny-world).")
 
 

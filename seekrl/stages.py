@@ -44,7 +44,8 @@ def prepare_world(recipe: Recipe, out: Path):
         world = load_world(world_dir)
     else:
         world = generate_world(recipe.seed, num_people=w.num_people, known_fraction=w.known_fraction,
-                               num_practice=w.num_practice, train_phrasings=w.train_phrasings)
+                               num_practice=w.num_practice, train_phrasings=w.train_phrasings,
+                               num_countries=w.num_countries)
         write_world(world, world_dir)
     if not recipe.data.train:
         recipe.data.train = [DatasetSpec(path=str(world_dir / "train.jsonl"))]

@@ -130,3 +130,18 @@ def test_recipe_validate_checks_stage_overrides(tmp_path):
     assert "stage 'decide'" in result.output and "did you mean 'grpo.learning_rate'" in result.output
     for good in sorted((ROOT / "recipes").glob("*.yaml")):
         assert CliRunner().invoke(app, ["recipe", "validate", str(good)]).exit_code == 0, good
+
+
+def test_the_recipe_world_section_sets_the_number_of_countries(tmp_path):
+    from seekrl.envs.world import load_world
+    from seekrl.stages import prepare_world
+
+    base = {"world": {"enabled": True, "num_people": 6, "num_practice": 0}, "model": {"name_or_path": "seekrl-tiny-text"}}
+    counts = {}
+    for n in (4, 6):
+        recipe = load_recipe_dict({**base, "world": {**base["world"], "num_countries": n}})
+        world = prepare_world(recipe, tmp_path / f"c{n}")
+        assert load_world(tmp_path / f"c{n}" / "world").cities == world.cities
+        counts[n] = len({city.country for city in world.cities})
+        assert recipe.data.train[0].path.endswith("train.jsonl")
+    assert counts == {4: 4, 6: 6}
