@@ -128,9 +128,8 @@ def replay_rows(recipe: Recipe, rows: list[dict]) -> list[dict]:
     import random
 
     g = recipe.grpo
-    order = list(range(len(rows)))
-    random.Random(recipe.data.shuffle_seed).shuffle(order)
-    shuffled = [rows[i] for i in order]
+    shuffled = list(rows)
+    random.Random(recipe.data.shuffle_seed).shuffle(shuffled)  # the permutation depends on the length alone
     modes = list(g.replay_modes)
     pools = {mode: shuffled for mode in modes}
     if g.replay_by_label:
