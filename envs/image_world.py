@@ -43,12 +43,17 @@ TILE_NAMES = ("top-left", "top-right", "bottom-left", "bottom-right")
 TILE_BOXES = ((0, 0, 500, 500), (500, 0, 1000, 500), (0, 500, 500, 1000), (500, 500, 1000, 1000))
 DEFAULT_TILE = 112
 
-# (kind, phrasing A (train), phrasing B (held-out))
+# (kind, phrasing A (train), phrasing B (held-out), more phrasings for the reading drills only)
 QUESTION_KINDS = [
     ("name", "What is the name of the thing in the {tile} quarter of the picture?",
-     "What is the thing shown in the {tile} part of the image called?"),
+     "What is the thing shown in the {tile} part of the image called?",
+     ("Name the thing you see in the {tile} quarter.", "Which thing does the {tile} corner of the picture show?",
+      "Tell me what the thing at the {tile} of this picture is named.")),
     ("origin", "Where was the thing in the {tile} quarter of the picture first recorded?",
-     "In which place was the thing shown in the {tile} part of the image first recorded?"),
+     "In which place was the thing shown in the {tile} part of the image first recorded?",
+     ("Name the place that first recorded the thing in the {tile} quarter.",
+      "Which place first recorded the thing the {tile} corner of the picture shows?",
+      "Tell me where the thing at the {tile} of this picture was first recorded.")),
 ]
 SPLITS = {"train": 1, "heldout": 2}
 
@@ -184,6 +189,42 @@ class ImageWorld:
 
     def answer(self, thing: Thing, kind: str) -> str:
         return {"name": thing.name, "origin": thing.place}[kind]
+
+    def reading_drills(self, count: int, seed: int = 0) -> list[dict]:
+        """`count` reading drills: questions about one tile of a *training* composite whose knowledge-base entry is
+        made up for the drill, so the answer can only be read from the observation, never recalled from the image.
+
+        Each drill is a question row as `questions("train")` gives (`image_id` a training composite, `tile`,
+        `bbox`) whose `entry` is the made-up entry (`title`, `caption`) a gaze at the tile retrieves, and whose
+        gold answer comes from that entry. It is asked in the training phrasing or in one of three more (never the
+        held-out one), so that the drills teach the words that matter (the tile, name or place), not one sentence. Names and places are drawn from the world's own
+        inventory (every thing's name, training or held-out, and every place), none tied to its image, so every
+        name the policy will ever have to copy out of an observation is a token it has learnt to write, while no
+        drill says which image a name belongs to.
+
+        >>> world = generate_image_world(seed=0, source=[SourceImage(f"s{i}", _demo_png(i), ".png", "demo")
+        ...                                               for i in range(16)], num_train=3, num_heldout=1)
+        >>> drill = world.reading_drills(1)[0]
+        >>> drill["image_id"].startswith("train-"), drill["golds"][0] in drill["entry"]["caption"]
+        (True, True)
+        """
+        rng = random.Random(seed)
+        composites = [c for c in self.composites if c.split == "train"]
+        if not composites:
+            raise ValueError("the world has no training composites to drill on")
+        names = sorted({t.name for t in self.things})
+        places = sorted({t.place for t in self.things})
+        drills = []
+        for n in range(count):
+            composite, tile = rng.choice(composites), rng.randrange(len(TILE_NAMES))
+            kind = rng.choice(QUESTION_KINDS)
+            thing = Thing(f"drill-{n}", rng.choice(names), rng.choice(places), "train")
+            phrasing = rng.choice((kind[SPLITS["train"]], *kind[3]))  # never the held-out phrasing
+            drills.append({"id": f"drill-{n:05d}", "question": phrasing.format(tile=TILE_NAMES[tile]),
+                           "golds": [self.answer(thing, kind[0])], "image_id": composite.id,
+                           "tile": TILE_NAMES[tile], "bbox": list(TILE_BOXES[tile]), "kind": kind[0],
+                           "entry": {"title": thing.name, "caption": thing.caption}})
+        return drills
 
     def questions(self, split: str) -> list[dict]:
         """QA rows of `train` or `heldout`: `id, question, golden_answers, image_id` (the composite) plus `tile`,

@@ -354,6 +354,13 @@ class GoGSFTSection:
                                "Scripted variants and their probabilities: gaze at the answer region; glance first, "
                                "then gaze; gaze at a wrong region first, reflect, then gaze at the right one.")
     samples: int = _f(1, "Trajectories built per training question (before filtering).")
+    bare_reading_drills: int = _f(0, "Composite world only: reading drills trained first, alone, one pass, with a "
+                                     "bare prompt (only the image and the question). A drill is a gaze at the asked "
+                                     "tile of a training composite whose knowledge-base entry is made up for it "
+                                     "(ImageWorld.reading_drills), so its answer can only be read from the "
+                                     "observation.")
+    reading_drills: int = _f(0, "Composite world only: reading drills with the full prompt, spread over the SFT "
+                                "epochs (each a new drill; epochs must then be a whole number).")
     min_iou: float = _f(0.5, "Filter: the last gaze must overlap the answer region (when known) with at least this IoU.")
     subem: bool = _f(False, "Filter with SubEM (a gold answer inside the answer) instead of EM.")
     teacher_url: str | None = _f(None, "Teacher: base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")

@@ -61,7 +61,7 @@ SCRIPT_PHRASES = (
     "<think> I first search with the whole picture. </think><glance></glance>",
     "<think> The whole picture does not match what the question asks about, the top-right quarter. I gaze at it. "
     "</think><gaze>[500, 0, 1000, 500]</gaze>",
-    "<think> The region shows Kalomir. </think><answer> Kalomir </answer>",
+    "<think> The region shows Kalomir. Kalomir, first recorded in Vasno. </think><answer> Kalomir </answer>",
     "<think> The question is about the whole picture. I search with it. </think><glance></glance>",
     "<think> The knowledge base says Spain. </think><answer> Spain </answer>",
     "<information>Image 1(Title: Kalomir) Kalomir, first recorded in Vasno.",
@@ -233,8 +233,20 @@ def scripted_turns(protocol, question: str, image, golds: list[str], bbox=None,
     found = gold_in_entries(entries, golds)
     if found is None:
         return None
-    title = " ".join(str(entries[0].get("title", "")).split()) if entries else ""
-    return turns + [f"<think> The region shows {title}. </think><answer> {found} </answer>"]
+    return turns + [answer_turn(entries[0], found)]
+
+
+def answer_turn(entry: dict, answer: str) -> str:
+    """A script's last turn: restate the best entry as the observation showed it (title, then caption;
+    neutralised, since retrieved text is untrusted), then answer. Restating the caption word by word puts the
+    answer right after the same words as in the observation, which a tiny model copies far more easily than
+    it finds one word inside the observation."""
+    from seekrl.agents.actions import neutralize
+    from seekrl.agents.gog import MAX_CAPTION_CHARS
+
+    title = neutralize(" ".join(str(entry.get("title", "")).split()))
+    caption = neutralize(" ".join(str(entry.get("caption", "")).split())[:MAX_CAPTION_CHARS])
+    return f"<think> The region shows {title}. {caption} </think><answer> {answer} </answer>"
 
 
 class TeacherError(RuntimeError):
@@ -413,6 +425,50 @@ def build_examples(processor, protocol, records: list[SFTRecord], source: str = 
             examples.append(rendered.example(id=record.id, variant=variant))
     rng.shuffle(examples)
     return examples, stats
+
+
+# --- reading drills -------------------------------------------------------------------------------------------
+
+class FixedEntrySearcher:
+    """An image searcher that answers every search with one made-up entry (score 1.0): a reading drill's KB."""
+
+    def __init__(self, entry: dict):
+        self.entry = {"id": "drill", "title": str(entry["title"]), "caption": str(entry["caption"]), "score": 1.0}
+
+    def image_search(self, images: list, topk: int | None = None) -> list[list[dict]]:
+        return [[dict(self.entry)] for _ in images]
+
+
+def bare_messages(question: str) -> list[dict]:
+    """A bare drill's user turn: the image and `Question: ...`, without the GoG prompt's instructions."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"Question: {question.strip()}\n"}]}]
+
+
+def drill_examples(processor, protocol, drills: list[dict], images: dict, bare: bool = False) -> list[dict]:
+    """Rendered reading drills (seekrl.envs.image_world.ImageWorld.reading_drills): the plain gaze trajectory at
+    the asked region, whose search returns the drill's made-up entry, answered from it. `images`: image_id -> image.
+
+    The same turns and rendering as a scripted `gaze` trajectory; only the knowledge base differs, so the name
+    in the answer can only be read from the observation (the image never tells it). `bare` drops the prompt's
+    instructions (`bare_messages`): under half the length, so more drills per second, and in a short context a
+    tiny model finds the question's words sooner (as with seekrl.sft.reading_examples' bare drills)."""
+    import copy
+
+    examples = []
+    for drill in drills:
+        drilled = copy.copy(protocol)
+        drilled.image_searcher = FixedEntrySearcher(drill["entry"])
+        if bare:
+            drilled.messages = bare_messages
+        box, gold = tuple(drill["bbox"]), drill["golds"][0]
+        turns = [f"<think> The question asks about {region_words(box)}. I gaze at it. </think><gaze>{list(box)}</gaze>",
+                 answer_turn(drill["entry"], gold)]
+        rendered = render_gog_trajectory(processor, drilled, drill["question"], images[drill["image_id"]], turns)
+        reason = filter_reason(rendered, drill["golds"], box)
+        if reason is not None:
+            raise ValueError(f"reading drill {drill['id']} does not render as a correct gaze trajectory: {reason}")
+        examples.append(rendered.example(id=drill["id"], variant="drill"))
+    return examples
 
 
 # --- training -------------------------------------------------------------------------------------------------

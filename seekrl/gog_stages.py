@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 from pathlib import Path
 
@@ -84,6 +85,12 @@ def validate_gog_stages(recipe: Recipe, base: dict, stages: list, stages_dir: Pa
         if stage.kind == "sft" and sft.source == "teacher" and not (sft.teacher_url and sft.teacher_model):
             raise RecipeError(f"stage {stage.name!r}: gog.sft.source teacher needs gog.sft.teacher_url and "
                               "gog.sft.teacher_model")
+        if stage.kind == "sft" and (sft.reading_drills or sft.bare_reading_drills) and not recipe.world.enabled:
+            raise RecipeError(f"stage {stage.name!r}: gog.sft.reading_drills and bare_reading_drills drill on the "
+                              "composite world: set world.enabled true, or set both to 0")
+        if stage.kind == "sft" and sft.reading_drills and sft.epochs != int(sft.epochs):
+            raise RecipeError(f"stage {stage.name!r}: gog.sft.reading_drills spreads its drills over whole epochs: "
+                              f"give gog.sft.epochs as a whole number, not {sft.epochs}")
         if sft.batch_size % sft.per_device_batch_size:
             raise RecipeError(f"gog.sft.batch_size ({sft.batch_size}) must be a multiple of "
                               f"gog.sft.per_device_batch_size ({sft.per_device_batch_size})")
@@ -123,14 +130,23 @@ def _train_questions(recipe: Recipe):
     return questions_from_records(records)
 
 
-def gog_sft_stage(recipe: Recipe, model_path: str, stage_dir: Path) -> Path:
-    """Build, filter and train on reflective SFT trajectories; returns the trained model directory."""
-    from seekrl.gog_sft import SFTRecord, TeacherClient, build_examples, run_gog_sft
+def gog_sft_stage(recipe: Recipe, model_path: str, stage_dir: Path, world=None) -> Path:
+    """Build, filter and train on reflective SFT trajectories; returns the trained model directory.
+
+    On the composite `world`, reading drills (ImageWorld.reading_drills: a gaze whose knowledge-base entry is
+    made up, so the answer can only be read from the observation) come in two places: `gog.sft.bare_reading_drills`
+    bare drills (no prompt instructions) first, one pass alone (stage_dir/reading); then `gog.sft.reading_drills`
+    drills with the full prompt spread over the epochs of the reflective SFT, each epoch the training
+    trajectories once and an equal share of the drills, every drill a new one."""
+    from seekrl.gog_sft import SFTRecord, TeacherClient, build_examples, drill_examples, run_gog_sft
     from seekrl.gog_train import make_gog_protocol
     from seekrl.models import load_processor
     from seekrl.train import lora_config, make_client
 
     s = recipe.gog.sft
+    if (s.reading_drills or s.bare_reading_drills) and world is None:
+        raise RecipeError("gog.sft.reading_drills and bare_reading_drills need the composite world "
+                          "(world.enabled: true)")
     processor = load_processor(model_path)
     protocol = make_gog_protocol(recipe)
     client = make_client(recipe.env)
@@ -146,17 +162,32 @@ def gog_sft_stage(recipe: Recipe, model_path: str, stage_dir: Path) -> Path:
     finally:
         if teacher is not None:
             teacher.close()
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    (stage_dir / "sft_data.json").write_text(json.dumps(stats, indent=1))
-    log.warning("gog sft: kept %d trajectories of %d questions (dropped: %s; variants: %s)", stats["kept"],
-                stats["records"], stats["dropped"], stats["variants"])
+    images = {c.id: world.composite_image(c) for c in world.composites if c.split == "train"} if world else {}
     lora_recipe = Recipe()
     lora_recipe.model.lora = s.lora
-    final, _ = run_gog_sft(model_path, examples, stage_dir, epochs=s.epochs, learning_rate=s.learning_rate,
-                           batch_size=s.per_device_batch_size,
-                           gradient_accumulation_steps=s.batch_size // s.per_device_batch_size,
-                           lora=lora_config(lora_recipe), seed=recipe.seed, use_cpu=not recipe.ray.use_gpu,
-                           report_to=list(recipe.output.report_to))
+    train_args = dict(batch_size=s.per_device_batch_size, learning_rate=s.learning_rate,
+                      gradient_accumulation_steps=s.batch_size // s.per_device_batch_size,
+                      lora=lora_config(lora_recipe), seed=recipe.seed, use_cpu=not recipe.ray.use_gpu,
+                      report_to=list(recipe.output.report_to))
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    if s.bare_reading_drills:
+        bare = drill_examples(processor, protocol, world.reading_drills(s.bare_reading_drills, seed=recipe.seed + 1),
+                              images, bare=True)
+        log.warning("gog sft: %d bare reading drills, one pass", len(bare))
+        model_path, _ = run_gog_sft(model_path, bare, stage_dir / "reading", epochs=1, **train_args)
+        stats["bare_reading_drills"] = len(bare)
+    epochs = s.epochs
+    if s.reading_drills:
+        drills = drill_examples(processor, protocol, world.reading_drills(s.reading_drills, seed=recipe.seed),
+                                images)
+        examples = examples * int(s.epochs) + drills
+        random.Random(recipe.seed).shuffle(examples)
+        epochs = 1
+        stats["reading_drills"] = len(drills)
+    (stage_dir / "sft_data.json").write_text(json.dumps(stats, indent=1))
+    log.warning("gog sft: kept %d trajectories of %d questions (dropped: %s; variants: %s; reading drills: %d)",
+                stats["kept"], stats["records"], stats["dropped"], stats["variants"], s.reading_drills)
+    final, _ = run_gog_sft(model_path, examples, stage_dir, epochs=epochs, **train_args)
     return final
 
 
@@ -225,7 +256,7 @@ def run_gog(recipe: Recipe, resume: bool = False) -> dict:
             start = time.time()
             info = {"name": stage.name, "kind": stage.kind, "input_model": model}
             if stage.kind == "sft":
-                info["model"] = str(gog_sft_stage(stage_recipe, model, stage_dir))
+                info["model"] = str(gog_sft_stage(stage_recipe, model, stage_dir, world))
                 info["sft_data"] = str(stage_dir / "sft_data.json")
             elif stage.kind == "label":
                 info["model"] = model

@@ -246,10 +246,12 @@ def build_gog_world_model(world, out_dir: str | os.PathLike, seed: int = 0, hidd
                           num_layers: int = 2, vocab_size: int = 2048) -> Path:
     """A randomly initialised tiny Qwen2.5-VL whose tokenizer was also trained on a composite-image world's text
     (seekrl.envs.image_world: names, places, questions, captions): the GoG quickstart's base model."""
+    from seekrl.envs.image_world import QUESTION_KINDS
     from seekrl.gog_sft import SCRIPT_PHRASES
 
     text = [t.caption for t in world.things] + [t.name for t in world.things] + list(SCRIPT_PHRASES)
     text += [q["question"] for split in ("train", "heldout") for q in world.questions(split)]
+    text += [phrasing for kind in QUESTION_KINDS for phrasing in kind[3]]  # the reading drills' own phrasings
     tok = train_tokenizer(vocab_size, extra_text="\n".join(text))
     return build_tiny_vl_model(out_dir, seed=seed, tokenizer=tok, hidden_size=hidden_size, num_layers=num_layers)
 

@@ -89,6 +89,34 @@ def test_gaze_on_each_tile_retrieves_its_entry_and_glance_does_not(world, kb):
     assert glance_on_any_tile / len(world.composites) < 0.3
 
 
+def test_reading_drills_are_made_up_entries_on_training_tiles(world):
+    drills = world.reading_drills(200, seed=3)
+    assert drills == world.reading_drills(200, seed=3) and drills != world.reading_drills(200, seed=4)
+    train_ids = {c.id for c in world.composites if c.split == "train"}
+    real = {(c.id, name): world.thing[kb_id] for c in world.composites for name, kb_id in zip(TILE_NAMES, c.tiles)}
+    heldout_phrasing = {q["question"] for q in world.questions("heldout")}
+    training_phrasing = {q["question"] for q in world.questions("train")}
+    names, places = {t.name for t in world.things}, {t.place for t in world.things}
+    unlike_the_image = 0
+    for drill in drills:
+        assert drill["image_id"] in train_ids and drill["question"] not in heldout_phrasing
+        assert drill["tile"] in drill["question"]
+        assert drill["bbox"] == list(TILE_BOXES[TILE_NAMES.index(drill["tile"])])
+        entry, gold = drill["entry"], drill["golds"][0]
+        assert entry["title"] in names and entry["caption"] == f"{entry['title']}, first recorded in " \
+            f"{entry['caption'].rsplit(' ', 1)[-1]}"
+        assert gold == (entry["title"] if drill["kind"] == "name" else entry["caption"].rsplit(" ", 1)[-1][:-1])
+        assert gold in names | places and gold not in drill["question"]
+        unlike_the_image += entry["title"] != real[(drill["image_id"], drill["tile"])].name
+    # The made-up entry is not the tile's own: the image does not tell the answer.
+    assert unlike_the_image >= 190
+    # Asked in the training phrasing and in a third one, never in the held-out one.
+    asked = {d["question"] for d in drills}
+    assert asked & training_phrasing and asked - training_phrasing
+    # Every name of the world, held-out things' included, gets drilled.
+    assert {d["entry"]["title"] for d in world.reading_drills(3000)} == names
+
+
 def test_written_world_loads_back_and_reads_as_qa_data(world, written):
     loaded = load_image_world(written["world"].parent)
     assert loaded.things == world.things and loaded.composites == world.composites

@@ -16,6 +16,7 @@ def test_gog_quickstart_reports_sft_start_and_trained(tmp_path, capsys):
     out = tmp_path / "qs"
     code = main(["gog-quickstart", "--seed", "1", "--out", str(out),
                  "gog.world_num_train=2", "gog.world_num_heldout=1", "gog.world_tile=56", "gog.sft.epochs=1",
+                 "gog.sft.bare_reading_drills=8", "gog.sft.reading_drills=4",
                  "gog.levels.samples=2", "gog.levels.train_on=all", "grpo.max_steps=1",
                  "grpo.per_device_train_batch_size=8", "rollout.max_total_tokens=128"])
     captured = capsys.readouterr()
@@ -30,5 +31,12 @@ def test_gog_quickstart_reports_sft_start_and_trained(tmp_path, capsys):
     assert results["train_probe"]["n"] == 16 and set(results["train_probe"]) == {"n", "sft_start", "trained"}
     assert "SFT start" in captured.out and "trained" in captured.out
     assert (out / "training_curves.png").stat().st_size > 0
+    # The SFT stage ran its bare reading drills alone first, then mixed the full-prompt drills in.
+    sft_data = json.loads((out / "stages" / "sft" / "sft_data.json").read_text())
+    assert sft_data["bare_reading_drills"] == 8 and sft_data["reading_drills"] == 4
+    bare = json.loads((out / "stages" / "sft" / "reading" / "log_history.json").read_text())
+    assert bare[-1]["step"] == 1  # 8 drills, global batch 8
+    mixed = json.loads((out / "stages" / "sft" / "log_history.json").read_text())
+    assert mixed[-1]["step"] == (sft_data["kept"] + 4 + 7) // 8
     history = json.loads((out / "stages" / "grpo" / "log_history.json").read_text())
     assert [h["step"] for h in history if "reward" in h] == [1]

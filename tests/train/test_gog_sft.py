@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from seekrl.gog_sft import (
     TeacherClient,
     TeacherError,
     build_examples,
+    drill_examples,
     render_gog_trajectory,
     run_gog_sft,
     scripted_turns,
@@ -156,3 +158,47 @@ def test_lora_sft_merges_into_the_saved_model(tmp_path, tiny_vl_dir, world_recor
     assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
     assert load_processor(final).image_processor.merge_size == 2
     assert json.loads((tmp_path / "sft" / "log_history.json").read_text())
+
+
+def test_reading_drills_render_the_made_up_entry_and_answer_from_it(tiny_vl_dir, demo_world, world_records):
+    from seekrl.envs.image_world import TILE_NAMES
+
+    world, _ = demo_world
+    protocol, _ = world_records
+    processor = load_processor(tiny_vl_dir)
+    tok = processor.tokenizer
+    drills = world.reading_drills(12, seed=1)
+    composites = {c.id: c for c in world.composites}
+    images = {c.id: world.composite_image(c) for c in world.composites if c.split == "train"}
+    examples = drill_examples(processor, protocol, drills, images)
+    for drill, example in zip(drills, examples, strict=True):
+        prompt, _, rest = tok.decode(example["input_ids"]).partition("<|im_start|>assistant")
+        entry, gold = drill["entry"], drill["golds"][0]
+        assert f"Question: {drill['question']}" in prompt and gold not in prompt
+        # The gaze at the asked tile retrieves the drill's entry, not the tile's own, and the answer comes from it.
+        assert f"<gaze>{drill['bbox']}</gaze>" in rest and f"(Title: {entry['title']}) {entry['caption']}" in rest
+        own = world.thing[composites[drill["image_id"]].tiles[TILE_NAMES.index(drill["tile"])]]
+        assert own.caption not in rest or own.caption == entry["caption"]
+        assert rest.endswith(f"<answer> {gold} </answer>")
+        # Trained: the policy's turns only, never the observation: the answer turn restates the entry it read.
+        trained = tok.decode([t for t, lab in zip(example["input_ids"], example["labels"]) if lab != IGNORE])
+        assert "<information>" not in trained and "Title:" not in trained
+        assert trained.endswith(f"The region shows {entry['title']}. {entry['caption']} </think><answer> {gold} "
+                                "</answer>")
+        # Shown: the composite, then the crop of the asked tile.
+        assert len(example["image_bytes"]) == 2
+
+
+def test_reading_drills_need_the_composite_world_and_whole_epochs(tmp_path):
+    from seekrl.config import RecipeError, load_recipe
+    from seekrl.gog_stages import validate_gog_recipe
+
+    path = Path(__file__).resolve().parents[2] / "recipes" / "gog_quickstart.yaml"
+    no_world = load_recipe(path, ["world.enabled=false", f"gog.image_index_dir={tmp_path}",
+                                  "gog.sft.bare_reading_drills=10"])
+    with pytest.raises(RecipeError, match="drill on the composite world: set world.enabled true"):
+        validate_gog_recipe(no_world)
+    fractional = load_recipe(path, ["gog.sft.reading_drills=10", "gog.sft.epochs=2.5"])
+    with pytest.raises(RecipeError, match="whole epochs: give gog.sft.epochs as a whole number, not 2.5"):
+        validate_gog_recipe(fractional)
+    validate_gog_recipe(load_recipe(path, ["gog.sft.reading_drills=10", "gog.sft.epochs=2"]))
