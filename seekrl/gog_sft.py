@@ -238,9 +238,9 @@ def scripted_turns(protocol, question: str, image, golds: list[str], bbox=None,
 
 def answer_turn(entry: dict, answer: str) -> str:
     """A script's last turn: restate the best entry as the observation showed it (title, then caption;
-    neutralised, since retrieved text is untrusted), then answer. Restating the caption word by word puts the
-    answer right after the same words as in the observation, which a tiny model copies far more easily than
-    it finds one word inside the observation."""
+    neutralised, since retrieved text is untrusted), then answer. The restated caption puts the answer after
+    the same words as in the observation, so that reading it is a copy. On the quickstart world the tiny model
+    reads names this way but still not places (README)."""
     from seekrl.agents.actions import neutralize
     from seekrl.agents.gog import MAX_CAPTION_CHARS
 
@@ -450,8 +450,9 @@ def drill_examples(processor, protocol, drills: list[dict], images: dict, bare: 
 
     The same turns and rendering as a scripted `gaze` trajectory; only the knowledge base differs, so the name
     in the answer can only be read from the observation (the image never tells it). `bare` drops the prompt's
-    instructions (`bare_messages`): under half the length, so more drills per second, and in a short context a
-    tiny model finds the question's words sooner (as with seekrl.sft.reading_examples' bare drills)."""
+    instructions (`bare_messages`): under half the length (on the quickstart world 148 tokens on average; its
+    scripted trajectories average 353), so more drills per second, and a short context is where the text quickstart's tiny model first
+    learnt to read (seekrl.sft.reading_examples' bare drills)."""
     import copy
 
     examples = []

@@ -5,8 +5,9 @@ whose stage files, `--resume` and `stages.json` summary this follows):
 
 - `sft`: stage 1, reflective SFT (seekrl.gog_sft): trajectories of the training questions, scripted from the
   knowledge base or played by a teacher endpoint (`gog.sft.source`), filtered (answer correct, crop sensible),
-  then TRL SFTTrainer (LoRA rank 8, 3 epochs, lr 1e-4, global batch 8 by default, as published). Writes
-  `sft_data.json` (what was kept and dropped, and why) into the stage directory;
+  then TRL SFTTrainer (LoRA rank 8, 3 epochs, lr 1e-4, global batch 8 by default, as published). On the
+  composite world, reading drills (`gog.sft.bare_reading_drills`, `gog.sft.reading_drills`; see gog_sft_stage)
+  come first and in between. Writes `sft_data.json` (what was kept and dropped, and why) into the stage directory;
 - `label`: stage 2's complexity levels: every training question's pass rate under the current model
   (`gog.levels.samples` rollouts at `gog.levels.temperature`), sorted into level 0 / 1 / 2
   (seekrl.gog_probe.level_of), written to `levels.json`;
