@@ -197,10 +197,11 @@ class ImageWorld:
         Each drill is a question row as `questions("train")` gives (`image_id` a training composite, `tile`,
         `bbox`) whose `entry` is the made-up entry (`title`, `caption`) a gaze at the tile retrieves, and whose
         gold answer comes from that entry. It is asked in the training phrasing or in one of three more (never the
-        held-out one), so that the drills teach the words that matter (the tile, name or place), not one sentence. Names and places are drawn from the world's own
-        inventory (every thing's name, training or held-out, and every place), none tied to its image, so every
-        name the policy will ever have to copy out of an observation is a token it has learnt to write, while no
-        drill says which image a name belongs to.
+        held-out one), so that the drills teach the words that matter (the tile, name or place), not one
+        sentence. Names and places are drawn from the world's own inventory (every thing's name, training or
+        held-out, and every place), none tied to its image: every name the policy will ever have to copy out of an
+        observation is a token it has learnt to write (the world's tokenizer makes each name a token or two),
+        while no drill says which image a name belongs to.
 
         >>> world = generate_image_world(seed=0, source=[SourceImage(f"s{i}", _demo_png(i), ".png", "demo")
         ...                                               for i in range(16)], num_train=3, num_heldout=1)

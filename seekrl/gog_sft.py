@@ -441,7 +441,8 @@ class FixedEntrySearcher:
 
 def bare_messages(question: str) -> list[dict]:
     """A bare drill's user turn: the image and `Question: ...`, without the GoG prompt's instructions."""
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"Question: {question.strip()}\n"}]}]
+    text = f"Question: {question.strip()}\n"
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
 
 def drill_examples(processor, protocol, drills: list[dict], images: dict, bare: bool = False) -> list[dict]:
@@ -451,8 +452,8 @@ def drill_examples(processor, protocol, drills: list[dict], images: dict, bare: 
     The same turns and rendering as a scripted `gaze` trajectory; only the knowledge base differs, so the name
     in the answer can only be read from the observation (the image never tells it). `bare` drops the prompt's
     instructions (`bare_messages`): under half the length (on the quickstart world 148 tokens on average; its
-    scripted trajectories average 353), so more drills per second, and a short context is where the text quickstart's tiny model first
-    learnt to read (seekrl.sft.reading_examples' bare drills)."""
+    scripted trajectories average 353), so more drills per second, and a short context is where the text
+    quickstart's tiny model first learnt to read (seekrl.sft.reading_examples' bare drills)."""
     import copy
 
     examples = []
