@@ -200,8 +200,8 @@ class ImageWorld:
         held-out one), so that the drills teach the words that matter (the tile, name or place), not one
         sentence. Names and places are drawn from the world's own inventory (every thing's name, training or
         held-out, and every place), none tied to its image: every name the policy will ever have to copy out of an
-        observation is a token it has learnt to write (the world's tokenizer makes each name a token or two),
-        while no drill says which image a name belongs to.
+        observation is made of tokens it has learnt to write (the world's tokenizer makes most names one or two
+        tokens), while no drill says which image a name belongs to.
 
         >>> world = generate_image_world(seed=0, source=[SourceImage(f"s{i}", _demo_png(i), ".png", "demo")
         ...                                               for i in range(16)], num_train=3, num_heldout=1)
