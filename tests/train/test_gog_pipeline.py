@@ -46,7 +46,7 @@ def test_sft_levels_grpo_pipeline_on_infoseek(tmp_path, shared_data, shared_kb, 
         "gog": {"image_index_dir": str(shared_kb), "image_topk": 1,
                 # All weights at a high rate, so that 5 trajectories are learnt in seconds (LoRA rank 8, as
                 # published and in the GPU recipe, is tested in tests/train/test_gog_sft.py).
-                "sft": {"epochs": 16, "batch_size": 4, "per_device_batch_size": 4, "learning_rate": 2e-3,
+                "sft": {"epochs": 40, "batch_size": 4, "per_device_batch_size": 4, "learning_rate": 2e-3,
                         "lora": {"enabled": False}},
                 "levels": {"samples": 2, "train_on": "all"}},
         "rewards": [{"name": "gog", "args": {"format_weight": 0.1, "accuracy": "subem"}}],
