@@ -456,12 +456,12 @@ def drill_examples(processor, protocol, drills: list[dict], images: dict, bare: 
     quickstart's tiny model first learnt to read (seekrl.sft.reading_examples' bare drills)."""
     import copy
 
+    drilled = copy.copy(protocol)
+    if bare:
+        drilled.messages = bare_messages
     examples = []
     for drill in drills:
-        drilled = copy.copy(protocol)
         drilled.image_searcher = FixedEntrySearcher(drill["entry"])
-        if bare:
-            drilled.messages = bare_messages
         box, gold = tuple(drill["bbox"]), drill["golds"][0]
         turns = [f"<think> The question asks about {region_words(box)}. I gaze at it. </think><gaze>{list(box)}</gaze>",
                  answer_turn(drill["entry"], gold)]

@@ -163,7 +163,8 @@ def gog_sft_stage(recipe: Recipe, model_path: str, stage_dir: Path, world=None) 
     finally:
         if teacher is not None:
             teacher.close()
-    images = {c.id: world.composite_image(c) for c in world.composites if c.split == "train"} if world else {}
+    if s.reading_drills or s.bare_reading_drills:
+        images = {c.id: world.composite_image(c) for c in world.composites if c.split == "train"}
     lora_recipe = Recipe()
     lora_recipe.model.lora = s.lora
     train_args = dict(batch_size=s.per_device_batch_size, learning_rate=s.learning_rate,
