@@ -200,7 +200,7 @@ class ImageWorld:
         held-out one), so that the drills teach the words that matter (the tile, name or place), not one
         sentence. Names and places are drawn from the world's own inventory (every thing's name, training or
         held-out, and every place), none tied to its image: every name the policy will ever have to copy out of an
-        observation is made of tokens it has learnt to write (the world's tokenizer makes most names one or two
+        observation is made of tokens it has learnt to write (the world's tokenizer makes a name or a place a few
         tokens), while no drill says which image a name belongs to.
 
         >>> world = generate_image_world(seed=0, source=[SourceImage(f"s{i}", _demo_png(i), ".png", "demo")

@@ -138,3 +138,22 @@ def test_world_arguments_are_checked(sources):
         generate_image_world(source=sources, tile=20)
     with pytest.raises(ValueError, match="give the source images or data_dir"):
         generate_image_world()
+
+
+def test_world_model_splits_places_into_pieces_and_unties_its_output_layer(world, tmp_path):
+    """build_gog_world_model's two choices that let the tiny model read places (its docstring): a place after a
+    space is several tokens, not one, and the output layer is its own matrix."""
+    from seekrl.models import load_model, load_processor
+    from seekrl.testing import build_gog_world_model
+
+    out = build_gog_world_model(world, tmp_path / "model", seed=0)
+    tok = load_processor(out).tokenizer
+    places = sorted({t.place for t in world.things})
+    pieces = [tok.tokenize(" " + place) for place in places]
+    assert all(len(p) >= 2 for p in pieces), dict(zip(places, pieces))
+    # The pieces still spell the place, and the caption as a whole round-trips.
+    thing = world.things[0]
+    assert tok.decode(tok(thing.caption)["input_ids"]) == thing.caption
+    model = load_model(out, dtype="float32")
+    assert model.get_input_embeddings().weight.data_ptr() != model.get_output_embeddings().weight.data_ptr()
+    assert not model.config.tie_word_embeddings
