@@ -136,16 +136,27 @@ def summarize_stats(lines: list[dict]) -> dict:
 
 @torch.no_grad()
 def gog_agent_metrics(model, processor, protocol, questions: list[GoGQuestion], rollout, seed: int = 0,
-                      batch: int = 32, client=None) -> tuple[dict, list[dict]]:
-    """The greedy agent on `questions`: (averages, per-question lines)."""
+                      batch: int = 32, client=None, temperature: float = 0.0,
+                      samples: int = 1) -> tuple[dict, list[dict]]:
+    """The agent on `questions`: (averages, per-rollout lines). Greedy by default. With `temperature` > 0, the
+    policy as it is sampled (what GRPO trains): `samples` rollouts per question, each its own line, so that
+    accuracy is the mean pass rate and the action shares are over all rollouts."""
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    if samples > 1 and temperature <= 0:
+        raise ValueError("greedy rollouts of one question are all the same: give a temperature > 0 with samples > 1")
     was_training = model.training
     model.eval()
     try:
-        engine = _engine(model, processor, protocol, rollout, 0.0, seed, batch, client)
+        engine = _engine(model, processor, protocol, rollout, temperature, seed, batch, client)
+        per_chunk = max(1, batch // samples)
         lines = []
-        for start in range(0, len(questions), batch):
-            chunk = questions[start:start + batch]
-            for q, traj in zip(chunk, engine.run([q.question for q in chunk], [q.image for q in chunk])):
+        for start in range(0, len(questions), per_chunk):
+            chunk = questions[start:start + per_chunk]
+            trajs = engine.run([q.question for q in chunk for _ in range(samples)],
+                               [q.image for q in chunk for _ in range(samples)])
+            for i, traj in enumerate(trajs):
+                q = chunk[i // samples]
                 lines.append({"id": q.id, "answer": traj.answer, **trajectory_stats(traj, q)})
         return summarize_stats(lines), lines
     finally:

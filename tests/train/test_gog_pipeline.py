@@ -83,3 +83,32 @@ def test_sft_levels_grpo_pipeline_on_infoseek(tmp_path, shared_data, shared_kb, 
     # gets a gradient when the GRPO forward pass received the images.
     assert any(k.startswith("model.") for k in moved) and any(k.startswith("visual.") for k in moved)
     assert (Path(summary["final_model"]) / "preprocessor_config.json").exists()
+
+
+def test_agent_metrics_sample_each_question_or_run_it_greedily(shared_data, shared_kb, tiny_gazer_dir):
+    from seekrl.data import load_from_spec
+    from seekrl.gog_probe import gog_agent_metrics, questions_from_records
+    from seekrl.gog_train import make_gog_protocol
+    from seekrl.models import load_model, load_processor
+
+    recipe = load_recipe_dict({
+        "model": {"name_or_path": str(tiny_gazer_dir), "dtype": "float32"},
+        "data": {"train": [{"path": str(shared_data / "multimodal" / "infoseek_mini_5.parquet")}]},
+        "agent": {"protocol": "gog", "max_turns": 2},
+        "rollout": {"max_new_tokens_per_turn": 24, "max_total_tokens": 96, "max_obs_tokens": 32},
+        "gog": {"image_index_dir": str(shared_kb), "image_topk": 1},
+    })
+    questions = questions_from_records(load_from_spec(recipe.data.train[0], recipe.data.max_answer_chars))[:3]
+    model, processor = load_model(str(tiny_gazer_dir), dtype="float32"), load_processor(str(tiny_gazer_dir))
+    args = (model, processor, make_gog_protocol(recipe), questions, recipe.rollout)
+
+    greedy, lines = gog_agent_metrics(*args)
+    assert greedy["n"] == 3 and [line["id"] for line in lines] == [q.id for q in questions]
+    sampled, lines = gog_agent_metrics(*args, temperature=1.0, samples=4, batch=8)  # 2 questions per batch
+    assert sampled["n"] == 12 and [line["id"] for line in lines] == [q.id for q in questions for _ in range(4)]
+    # Per rollout: accuracy is the mean of the rollouts' EM.
+    assert sampled["em"] == pytest.approx(sum(line["em"] for line in lines) / 12)
+    with pytest.raises(ValueError, match="greedy rollouts of one question are all the same"):
+        gog_agent_metrics(*args, samples=2)
+    with pytest.raises(ValueError, match="samples must be at least 1"):
+        gog_agent_metrics(*args, temperature=1.0, samples=0)
