@@ -27,9 +27,16 @@ def test_gog_quickstart_reports_sft_start_and_trained(tmp_path, capsys):
         m = results[key]
         assert m["n"] == 8 and 0.0 <= m["em"] <= 1.0 and 0.0 <= m["gaze_share"] <= 1.0
         assert m["gaze_rate"] <= m["search_rate"]
+        # 4 name and 4 origin questions: the kinds' accuracies average to the whole.
+        assert set(m["em_by_kind"]) == {"name", "origin"}
+        assert sum(m["em_by_kind"].values()) / 2 == pytest.approx(m["em"])
+    # The same, sampled: 4 rollouts per question at the rollout temperature (the recipe's 1.0).
+    sampled = results["sampled"]
+    assert sampled["samples"] == 4 and sampled["temperature"] == 1.0
+    assert sampled["sft_start"]["n"] == sampled["trained"]["n"] == 32
     assert sum(results["levels"].values()) == 16  # 2 composites x 8 questions
     assert results["train_probe"]["n"] == 16 and set(results["train_probe"]) == {"n", "sft_start", "trained"}
-    assert "SFT start" in captured.out and "trained" in captured.out
+    assert "SFT start" in captured.out and "trained" in captured.out and "sampled: 4 rollouts" in captured.out
     assert (out / "training_curves.png").stat().st_size > 0
     # The SFT stage ran its bare reading drills alone first, then mixed the full-prompt drills in.
     sft_data = json.loads((out / "stages" / "sft" / "sft_data.json").read_text())
