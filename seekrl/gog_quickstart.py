@@ -133,7 +133,8 @@ def gog_quickstart_command(
 ) -> None:
     """Glance-or-Gaze in miniature, offline on a CPU: composite world, reflective SFT, pass-rate levels, GRPO on
     Ray; prints SFT start vs trained agent on held-out composites (accuracy, gaze rate and share, on-target
-    gazes; greedy, and sampled at the rollout temperature), writes gog_quickstart_results.json and training_curves.png into --out."""
+    gazes; greedy, and sampled at the rollout temperature), writes gog_quickstart_results.json and
+    training_curves.png into --out."""
     from seekrl.cli import fail
     from seekrl.config import RecipeError, load_recipe
     from seekrl.data import DataError

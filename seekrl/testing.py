@@ -249,8 +249,9 @@ def build_gog_world_model(world, out_dir: str | os.PathLike, seed: int = 0, hidd
     (seekrl.envs.image_world: names, places, questions, the drills' phrasings): the GoG quickstart's base model.
 
     Two choices make its places readable (README, the GoG quickstart): the tokenizer sees each place only on a
-    line of its own, never after a space, so that " Place" in a caption is a few tokens ("ĠI", "x", "rel",
-    "gol"), not one; and the output layer is not tied to the input embedding. With one token per place and tied
+    line of its own, never after a space, so that " Place" in a caption is never one token (" Ixrelgol" is
+    "ĠI", "x", "rel", "gol"; others a lone "Ġ" and the word); and the output layer is not tied to the input
+    embedding. With one token per place and tied
     embeddings, 8000 reading drills left the place copied out of the observation at chance (teacher-forced,
     0.06 of 12 places) while names were copied every time; with both changes, 1.00."""
     from seekrl.envs.image_world import QUESTION_KINDS
