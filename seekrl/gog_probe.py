@@ -77,16 +77,22 @@ def pass_rates(model, processor, protocol, questions: list[GoGQuestion], rollout
                temperature: float, seed: int = 0, batch: int = 32, accuracy: str = "em", client=None) -> list[float]:
     """Per question: the share of `samples` sampled rollouts whose answer is correct."""
     engine = _engine(model, processor, protocol, rollout, temperature, seed, batch, client)
+    correct = [0.0] * len(questions)
+    for i, q, traj in _rollouts(engine, questions, samples, batch):
+        correct[i] += _score(traj.answer, q.golds, accuracy)
+    return [c / samples for c in correct]
+
+
+def _rollouts(engine, questions: list[GoGQuestion], samples: int, batch: int):
+    """(question index, question, trajectory) for `samples` rollouts of each question, in question order,
+    `batch` rollouts at a time."""
     per_chunk = max(1, batch // samples)
-    rates = []
     for start in range(0, len(questions), per_chunk):
         chunk = questions[start:start + per_chunk]
         trajs = engine.run([q.question for q in chunk for _ in range(samples)],
                            [q.image for q in chunk for _ in range(samples)])
-        for i, q in enumerate(chunk):
-            answers = [t.answer for t in trajs[i * samples:(i + 1) * samples]]
-            rates.append(sum(_score(a, q.golds, accuracy) for a in answers) / samples)
-    return rates
+        for i, traj in enumerate(trajs):
+            yield start + i // samples, chunk[i // samples], traj
 
 
 def trajectory_stats(traj, question: GoGQuestion) -> dict:
@@ -149,15 +155,8 @@ def gog_agent_metrics(model, processor, protocol, questions: list[GoGQuestion], 
     model.eval()
     try:
         engine = _engine(model, processor, protocol, rollout, temperature, seed, batch, client)
-        per_chunk = max(1, batch // samples)
-        lines = []
-        for start in range(0, len(questions), per_chunk):
-            chunk = questions[start:start + per_chunk]
-            trajs = engine.run([q.question for q in chunk for _ in range(samples)],
-                               [q.image for q in chunk for _ in range(samples)])
-            for i, traj in enumerate(trajs):
-                q = chunk[i // samples]
-                lines.append({"id": q.id, "answer": traj.answer, **trajectory_stats(traj, q)})
+        lines = [{"id": q.id, "answer": traj.answer, **trajectory_stats(traj, q)}
+                 for _, q, traj in _rollouts(engine, questions, samples, batch)]
         return summarize_stats(lines), lines
     finally:
         model.train(was_training)

@@ -239,8 +239,8 @@ def scripted_turns(protocol, question: str, image, golds: list[str], bbox=None,
 def answer_turn(entry: dict, answer: str) -> str:
     """A script's last turn: restate the best entry as the observation showed it (title, then caption;
     neutralised, since retrieved text is untrusted), then answer. The restated caption puts the answer after
-    the same words as in the observation, so that reading it is a copy. On the quickstart world the tiny model
-    reads names this way but still not places (README)."""
+    the same words as in the observation, so that reading it is a copy (on the quickstart world, with its
+    base model's tokenizer and untied output layer: seekrl.testing.build_gog_world_model)."""
     from seekrl.agents.actions import neutralize
     from seekrl.agents.gog import MAX_CAPTION_CHARS
 
